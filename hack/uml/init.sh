@@ -1,0 +1,60 @@
+#!/bin/sh
+# PID 1 inside the user-mode-linux guest. The guest's root is the host's / (hostfs),
+# so host-built binaries run unchanged. The kernel hands unknown `key=value` boot
+# arguments to init as environment: CARVE_JOB names the job directory on the host
+# that holds `job` (the script to run) and receives `rc` and `guest.log`.
+#
+# Everything here is defensive: if PID 1 exits the guest kernel panics, so no command
+# may kill this shell, and the exit code travels back through a file, not UML's status.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/root/.cargo/bin
+export HOME=/root LC_ALL=C DM_DISABLE_UDEV=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs tmpfs /dev
+mkdir -p /dev/pts /dev/shm /dev/mapper
+# Without devtmpfs the device nodes that lvm, losetup and mkfs need are made by hand.
+[ -c /dev/null ] || mknod -m 666 /dev/null c 1 3
+[ -c /dev/zero ] || mknod -m 666 /dev/zero c 1 5
+[ -c /dev/random ] || mknod -m 666 /dev/random c 1 8
+[ -c /dev/urandom ] || mknod -m 666 /dev/urandom c 1 9
+[ -c /dev/loop-control ] || mknod -m 660 /dev/loop-control c 10 237
+[ -c /dev/mapper/control ] || mknod -m 600 /dev/mapper/control c 10 236
+i=0
+while [ $i -lt 16 ]; do
+    [ -b /dev/loop$i ] || mknod -m 660 /dev/loop$i b 7 $i
+    i=$((i + 1))
+done
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /dev/shm
+
+job="$CARVE_JOB"
+rc_file="$job/rc"
+echo 99 > "$rc_file" 2>/dev/null
+
+# modprobe looks in <dir>/lib/modules/<release>; the UML package ships the modules
+# under /usr/lib/uml/modules, so point modprobe at a tmpfs tree that links there
+# (nothing is created on the host's filesystem).
+rel=$(uname -r)
+mkdir -p /run/modroot/lib/modules
+ln -s "/usr/lib/uml/modules/$rel" "/run/modroot/lib/modules/$rel"
+missing=""
+for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror raid0 raid1 raid10 raid456; do
+    modprobe -d /run/modroot "$m" 2>>/run/modprobe.err || missing="$missing $m"
+done
+# Private scratch space: loop images, sockets, mount points. /etc/lvm is covered
+# so LVM's archive/backup/cache writes never reach the host's /etc through hostfs.
+mount -t tmpfs -o size=3g tmpfs /tmp
+mkdir -p /tmp/etc-lvm
+cp -a /etc/lvm/. /tmp/etc-lvm/ 2>/dev/null
+mount --bind /tmp/etc-lvm /etc/lvm
+
+if [ -n "$missing" ]; then
+    { echo "carve-uml: kernel modules missing:$missing"; cat /run/modprobe.err; } > "$job/guest.log"
+    echo 98 > "$rc_file"
+else
+    cd "$CARVE_CWD" 2>/dev/null || cd /
+    sh "$job/job" > "$job/guest.log" 2>&1
+    echo $? > "$rc_file"
+fi
+sync
+halt -f

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Run a shell script inside a fresh user-mode-linux guest and propagate its exit code.
+#   hack/uml/run.sh SCRIPT [ARGS...]
+# The script runs as root in the guest with the current directory unchanged, real
+# device-mapper, loop devices and a private tmpfs on /tmp. Its output is streamed
+# back to this terminal and kept in target/uml/<run>/guest.log.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+script=${1:?usage: hack/uml/run.sh SCRIPT [ARGS...]}
+shift
+
+command -v linux.uml >/dev/null || { echo "carve-uml: linux.uml not found: apt-get install user-mode-linux" >&2; exit 97; }
+[ -d /usr/lib/uml/modules ] || { echo "carve-uml: /usr/lib/uml/modules missing (user-mode-linux package incomplete)" >&2; exit 97; }
+
+mem=${CARVE_UML_MEM:-2G}
+job=$(mktemp -d "$repo/target/uml/run.XXXXXX" 2>/dev/null || { mkdir -p "$repo/target/uml"; mktemp -d "$repo/target/uml/run.XXXXXX"; })
+script_abs=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
+{
+    printf 'set -u\n'
+    printf 'exec bash %q' "$script_abs"
+    for a in "$@"; do printf ' %q' "$a"; done
+    printf '\n'
+} > "$job/job"
+: > "$job/guest.log"
+
+# Stream the guest's log while it runs.
+tail -n +1 -f "$job/guest.log" &
+tailer=$!
+trap 'kill $tailer 2>/dev/null || true' EXIT
+
+# UML keeps its RAM in a file under TMPDIR; /dev/shm is fast and sized for it.
+TMPDIR=/dev/shm linux.uml mem="$mem" rootfstype=hostfs rootflags=/ rw \
+    init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" \
+    con=null con0=fd:0,fd:1 </dev/null > "$job/console.log" 2>&1 || true
+sleep 0.3
+kill $tailer 2>/dev/null || true
+rc=$(cat "$job/rc" 2>/dev/null || echo 96)
+case "$rc" in
+    99) echo "carve-uml: guest job did not finish (see $job/console.log)" >&2; tail -20 "$job/console.log" >&2 ;;
+    98) echo "carve-uml: guest could not load required kernel modules" >&2 ;;
+    96) echo "carve-uml: guest never started (see $job/console.log)" >&2; tail -20 "$job/console.log" >&2 ;;
+esac
+exit "$rc"

@@ -1,0 +1,84 @@
+//! Which volume capabilities carve can honour: single-node access modes only
+//! (an LV lives on one node), block or mount with a supported filesystem.
+
+use crate::csi::volume_capability::{access_mode::Mode, AccessType};
+use crate::csi::VolumeCapability;
+use crate::params::check_fs_type;
+
+/// `Ok` if carve supports the capability, else why not.
+pub fn check(cap: &VolumeCapability) -> Result<(), String> {
+    match &cap.access_type {
+        None => return Err("volume capability has no access type (block or mount)".into()),
+        Some(AccessType::Block(_)) => {}
+        Some(AccessType::Mount(m)) => {
+            if !m.fs_type.is_empty() {
+                check_fs_type(&m.fs_type)?;
+            }
+        }
+    }
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .ok_or("volume capability has no access mode")?
+        .mode;
+    match Mode::try_from(mode) {
+        Ok(
+            Mode::SingleNodeWriter
+            | Mode::SingleNodeReaderOnly
+            | Mode::SingleNodeSingleWriter
+            | Mode::SingleNodeMultiWriter,
+        ) => Ok(()),
+        Ok(Mode::Unknown) | Err(_) => Err(format!("access mode {mode} is not a known mode")),
+        Ok(m) => Err(format!(
+            "access mode {} needs several nodes; a carve volume lives on one node",
+            m.as_str_name()
+        )),
+    }
+}
+
+pub fn check_all(caps: &[VolumeCapability]) -> Result<(), String> {
+    if caps.is_empty() {
+        return Err("volume_capabilities must not be empty".into());
+    }
+    caps.iter().try_for_each(check)
+}
+
+pub fn is_block(caps: &[VolumeCapability]) -> bool {
+    caps.iter()
+        .any(|c| matches!(c.access_type, Some(AccessType::Block(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::csi::volume_capability::{AccessMode, BlockVolume, MountVolume};
+
+    fn cap(access: AccessType, mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_type: Some(access),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
+
+    #[test]
+    fn table() {
+        let mount = |fs: &str| {
+            AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                ..Default::default()
+            })
+        };
+        assert!(check(&cap(mount("ext4"), Mode::SingleNodeWriter)).is_ok());
+        assert!(check(&cap(mount(""), Mode::SingleNodeMultiWriter)).is_ok());
+        assert!(check(&cap(
+            AccessType::Block(BlockVolume {}),
+            Mode::SingleNodeReaderOnly
+        ))
+        .is_ok());
+        assert!(check(&cap(mount("ntfs"), Mode::SingleNodeWriter)).is_err());
+        assert!(check(&cap(mount("xfs"), Mode::MultiNodeMultiWriter)).is_err());
+        assert!(check(&cap(mount("xfs"), Mode::Unknown)).is_err());
+        assert!(check(&VolumeCapability::default()).is_err());
+        assert!(check_all(&[]).is_err());
+    }
+}

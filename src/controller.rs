@@ -1,0 +1,928 @@
+//! CSI Controller. carve's controller runs on every node beside its LVs (the
+//! provisioner runs in node mode), so each RPC acts on local LVM only. Requests
+//! are validated completely before any lvm command runs.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::capability;
+use crate::config::{Config, DeviceClass, Provisioning};
+use crate::csi::{self, controller_server::Controller};
+use crate::error::{logged, CsiError, CsiResult};
+use crate::inflight::InFlight;
+use crate::lvm::{args::CreateLv, LvInfo, Lvm, LvmErrorKind, LvmState};
+use crate::names::{self, VolumeId};
+use crate::params::Params;
+use crate::state::StateCache;
+
+/// Topology key every carve volume and node carries.
+pub const TOPOLOGY_KEY: &str = "topology.carve.dev/node";
+/// Size when a request names none.
+pub const DEFAULT_SIZE: u64 = 1 << 30;
+/// Keys carve puts into volume_context for the node side.
+pub const CTX_DEVICE_CLASS: &str = "carve.dev/device-class";
+pub const CTX_FS_TYPE: &str = "carve.dev/fs-type";
+
+pub struct ControllerService {
+    pub driver_name: String,
+    pub node_id: String,
+    pub config: Arc<Config>,
+    pub lvm: Arc<Lvm>,
+    pub state: Arc<StateCache>,
+    pub inflight: InFlight,
+}
+
+const TOKEN_PREFIX: &str = "carve1.";
+
+fn encode_token(after_id: &str) -> String {
+    let hex: String = after_id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{TOKEN_PREFIX}{hex}")
+}
+
+fn decode_token(token: &str) -> Option<String> {
+    let hex = token.strip_prefix(TOKEN_PREFIX)?;
+    if hex.is_empty() || hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// The size carve will allocate for a capacity range: the request rounded up to
+/// the class's granule, or the largest granule multiple under the limit.
+pub fn choose_size(range: Option<&csi::CapacityRange>, granule: u64) -> CsiResult<u64> {
+    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    if required < 0 || limit < 0 {
+        return Err(CsiError::InvalidArgument(format!(
+            "capacity_range must not be negative (required_bytes {required}, limit_bytes {limit})"
+        )));
+    }
+    let (required, limit) = (required as u64, limit as u64);
+    if limit > 0 && required > limit {
+        return Err(CsiError::InvalidArgument(format!(
+            "required_bytes {required} exceeds limit_bytes {limit}"
+        )));
+    }
+    let base = match (required, limit) {
+        (0, 0) => DEFAULT_SIZE,
+        (0, l) => DEFAULT_SIZE.min(l),
+        (r, _) => r,
+    };
+    let size = base
+        .div_ceil(granule)
+        .checked_mul(granule)
+        .filter(|s| *s <= i64::MAX as u64)
+        .ok_or_else(|| {
+            CsiError::OutOfRange(format!("{base} bytes is larger than LVM can address"))
+        })?;
+    if limit > 0 && size > limit {
+        let down = limit - limit % granule;
+        if down >= required.max(1) {
+            return Ok(down);
+        }
+        return Err(CsiError::OutOfRange(format!(
+            "no multiple of the {granule}-byte allocation unit lies between required_bytes {required} and limit_bytes {limit}"
+        )));
+    }
+    Ok(size)
+}
+
+fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
+    range.is_none_or(|r| {
+        size >= r.required_bytes.max(0) as u64
+            && (r.limit_bytes <= 0 || size <= r.limit_bytes as u64)
+    })
+}
+
+impl ControllerService {
+    fn owned(&self, lv: &LvInfo) -> bool {
+        lv.tag(names::TAG_OWNER) == Some(self.driver_name.as_str())
+    }
+
+    fn managed_vg(&self, vg: &str) -> bool {
+        self.config
+            .device_classes
+            .iter()
+            .any(|c| c.volume_group == vg)
+    }
+
+    fn class_of(&self, lv: &LvInfo) -> Option<&DeviceClass> {
+        let tagged = lv.tag(names::TAG_CLASS).map(names::decode_tag_value);
+        tagged
+            .and_then(|n| self.config.class(&n))
+            .filter(|c| c.volume_group == lv.vg)
+            .or_else(|| {
+                self.config.device_classes.iter().find(|c| {
+                    c.volume_group == lv.vg
+                        && match c.provisioning {
+                            Provisioning::Thin => {
+                                lv.is_thin_volume()
+                                    && Some(lv.pool.as_str()) == c.thin_pool.as_deref()
+                            }
+                            Provisioning::Thick => !lv.is_thin_volume(),
+                        }
+                })
+            })
+    }
+
+    fn topology(&self) -> Vec<csi::Topology> {
+        vec![csi::Topology {
+            segments: HashMap::from([(TOPOLOGY_KEY.to_string(), self.node_id.clone())]),
+        }]
+    }
+
+    fn volume(&self, lv: &LvInfo) -> csi::Volume {
+        let mut ctx = HashMap::new();
+        if let Some(c) = self.class_of(lv) {
+            ctx.insert(CTX_DEVICE_CLASS.to_string(), c.name.clone());
+        }
+        csi::Volume {
+            capacity_bytes: lv.size as i64,
+            volume_id: VolumeId {
+                vg: lv.vg.clone(),
+                lv: lv.name.clone(),
+            }
+            .to_string(),
+            volume_context: ctx,
+            content_source: None,
+            accessible_topology: self.topology(),
+        }
+    }
+
+    /// A carve-owned LV in a managed VG, from a state report.
+    fn find<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
+        state
+            .lv(&id.vg, &id.lv)
+            .filter(|lv| self.managed_vg(&lv.vg) && self.owned(lv))
+    }
+
+    fn pick_class(&self, p: &Params) -> CsiResult<&DeviceClass> {
+        match &p.device_class {
+            None => Ok(self.config.default_class()),
+            Some(n) => self.config.class(n).ok_or_else(|| {
+                let known: Vec<&str> = self
+                    .config
+                    .device_classes
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                CsiError::InvalidArgument(format!(
+                    "device class {n:?} is not configured on node {} (known: {})",
+                    self.node_id,
+                    known.join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// The topology requirement must allow this node, when one is given.
+    fn check_topology(&self, req: Option<&csi::TopologyRequirement>) -> CsiResult<()> {
+        let Some(req) = req else { return Ok(()) };
+        if req.requisite.is_empty() && req.preferred.is_empty() {
+            return Ok(());
+        }
+        let here = |t: &csi::Topology| {
+            t.segments
+                .get(TOPOLOGY_KEY)
+                .is_some_and(|n| n == &self.node_id)
+        };
+        if req.requisite.iter().any(here)
+            || (req.requisite.is_empty() && req.preferred.iter().any(here))
+        {
+            Ok(())
+        } else {
+            Err(CsiError::ResourceExhausted(format!(
+                "accessibility requirements do not include this node ({TOPOLOGY_KEY}={}); carve creates volumes only on the node it runs on",
+                self.node_id
+            )))
+        }
+    }
+
+    fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
+        let mut problems = Vec::new();
+        if !lv.is_active() {
+            problems.push("the LV is not active".to_string());
+        }
+        match lv.health_flag() {
+            'p' => problems.push("the LV is partial: a PV under it is missing".into()),
+            'r' => problems.push("a RAID image needs a refresh after a device error".into()),
+            'm' => problems.push("RAID mismatches were found by scrubbing".into()),
+            'X' => problems.push("LVM cannot tell the LV's health".into()),
+            _ => {}
+        }
+        if !lv.health.is_empty() && problems.is_empty() {
+            problems.push(format!("LVM reports health {:?}", lv.health));
+        }
+        if lv.is_thin_volume() {
+            match state.lv(&lv.vg, &lv.pool) {
+                None => problems.push(format!("its thin pool {} is missing", lv.pool)),
+                Some(pool) => {
+                    match pool.health_flag() {
+                        'F' => problems.push(format!("thin pool {} has failed", pool.name)),
+                        'D' => {
+                            problems.push(format!("thin pool {} is out of data space", pool.name))
+                        }
+                        'M' => problems
+                            .push(format!("thin pool {} is out of metadata space", pool.name)),
+                        _ => {}
+                    }
+                    if pool.data_percent.unwrap_or(0.0) >= 100.0 {
+                        problems.push(format!("thin pool {} data is 100% full", pool.name));
+                    }
+                }
+            }
+        }
+        csi::VolumeCondition {
+            abnormal: !problems.is_empty(),
+            message: if problems.is_empty() {
+                "volume is healthy".into()
+            } else {
+                problems.join("; ")
+            },
+        }
+    }
+
+    /// The cached view, or Unavailable while LVM has never answered.
+    fn view(&self) -> CsiResult<Arc<crate::state::View>> {
+        self.state.get().ok_or_else(|| {
+            CsiError::Unavailable(format!(
+                "LVM state is not known yet: {}",
+                self.state
+                    .last_error()
+                    .unwrap_or_else(|| "first report pending".into())
+            ))
+        })
+    }
+
+    fn busy(key: &str) -> CsiError {
+        CsiError::Aborted(format!(
+            "an operation on volume {key} is already in progress"
+        ))
+    }
+
+    async fn create(&self, req: csi::CreateVolumeRequest) -> CsiResult<csi::CreateVolumeResponse> {
+        if req.name.is_empty() {
+            return Err(CsiError::InvalidArgument("name is required".into()));
+        }
+        if req.name.len() > 1024 {
+            return Err(CsiError::InvalidArgument(
+                "name is longer than 1024 bytes".into(),
+            ));
+        }
+        capability::check_all(&req.volume_capabilities).map_err(CsiError::InvalidArgument)?;
+        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
+        if let Some(fs) = &params.fs_type {
+            for c in &req.volume_capabilities {
+                if let Some(csi::volume_capability::AccessType::Mount(m)) = &c.access_type {
+                    if !m.fs_type.is_empty() && &m.fs_type != fs {
+                        return Err(CsiError::InvalidArgument(format!(
+                            "parameter fsType {fs:?} contradicts the capability's fs_type {:?}",
+                            m.fs_type
+                        )));
+                    }
+                }
+            }
+        }
+        let class = self.pick_class(&params)?;
+        if req.volume_content_source.is_some() {
+            return Err(CsiError::InvalidArgument(
+                "volume_content_source is not supported yet: carve does not offer snapshots or clones".into(),
+            ));
+        }
+        self.check_topology(req.accessibility_requirements.as_ref())?;
+        // Sizes are checked before anything is locked or run.
+        choose_size(req.capacity_range.as_ref(), 1)?;
+        let lv_name = names::lv_name(&req.name);
+        let _guard = self
+            .inflight
+            .try_acquire(&lv_name)
+            .ok_or_else(|| Self::busy(&req.name))?;
+        let _vg = self.lvm.lock_vg(&class.volume_group).await;
+        // Read the view only now: a create that held the VG lock before us has
+        // already applied its change to it.
+        let view = self.view()?;
+        let cap = match view.capacity.get(&class.name) {
+            Some(Ok(c)) => c.clone(),
+            Some(Err(e)) => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "device class {}: {e}",
+                    class.name
+                )))
+            }
+            None => return Err(CsiError::Unavailable("capacity not computed yet".into())),
+        };
+        let size = choose_size(req.capacity_range.as_ref(), cap.granule)?;
+
+        // A retry of an earlier create finds its LV in the cache; a create the
+        // cache has not seen yet shows up as "already exists" from lvcreate.
+        if let Some(v) = self.existing(&view.lvm, &req, class, &lv_name)? {
+            return Ok(v);
+        }
+        if size > cap.maximum_volume_size {
+            return Err(CsiError::ResourceExhausted(format!(
+                "device class {} can hold at most {} bytes in one volume now ({} available); {size} requested",
+                class.name, cap.maximum_volume_size, cap.available
+            )));
+        }
+        let mut tags = vec![
+            names::tag(names::TAG_OWNER, &self.driver_name),
+            names::tag(names::TAG_NAME, &req.name),
+            names::tag(names::TAG_CLASS, &class.name),
+        ];
+        for (key, v) in [
+            (names::TAG_PVC, &params.pvc_name),
+            (names::TAG_PVC_NAMESPACE, &params.pvc_namespace),
+            (names::TAG_PV, &params.pv_name),
+        ] {
+            if let Some(v) = v {
+                tags.push(names::tag(key, v));
+            }
+        }
+        let spec = CreateLv {
+            class,
+            name: &lv_name,
+            size_bytes: size,
+            tags,
+        };
+        tracing::info!(name = %req.name, lv = %format!("{}/{lv_name}", class.volume_group), size, class = %class.name, "creating volume");
+        match self.lvm.create(&spec).await {
+            Ok(()) => {}
+            Err(e) if e.kind == LvmErrorKind::Exists => {
+                let fresh = self
+                    .state
+                    .refresh()
+                    .await
+                    .map_err(CsiError::lvm("reading LVM state"))?;
+                if let Some(v) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
+                    return Ok(v);
+                }
+                return Err(CsiError::AlreadyExists(format!(
+                    "LV {}/{lv_name} exists but is not carve's volume {:?}",
+                    class.volume_group, req.name
+                )));
+            }
+            Err(e) => return Err(CsiError::lvm(format!("creating volume {:?}", req.name))(e)),
+        }
+        let lv = LvInfo {
+            uuid: String::new(),
+            name: lv_name.clone(),
+            vg: class.volume_group.clone(),
+            size,
+            tags: spec.tags.clone(),
+            attr: match class.provisioning {
+                Provisioning::Thin => "Vwi-a-tz--".into(),
+                Provisioning::Thick => "-wi-a-----".into(),
+            },
+            pool: class.thin_pool.clone().unwrap_or_default(),
+            origin: String::new(),
+            data_percent: None,
+            metadata_percent: None,
+            path: format!("/dev/{}/{lv_name}", class.volume_group),
+            health: String::new(),
+            created: 0,
+            layout: String::new(),
+        };
+        let volume = self.volume(&lv);
+        let (num, den) = class.space_factor();
+        let thick = class.provisioning == Provisioning::Thick;
+        self.state.apply(move |s| {
+            if thick {
+                if let Some(vg) = s.vgs.get_mut(&lv.vg) {
+                    vg.free = vg.free.saturating_sub(size / den * num);
+                }
+            }
+            s.lvs.push(lv);
+        });
+        Ok(csi::CreateVolumeResponse {
+            volume: Some(volume),
+        })
+    }
+
+    /// An LV with this name already exists: the same request (idempotent
+    /// success) or a conflicting one (AlreadyExists).
+    fn existing(
+        &self,
+        state: &LvmState,
+        req: &csi::CreateVolumeRequest,
+        class: &DeviceClass,
+        lv_name: &str,
+    ) -> CsiResult<Option<csi::CreateVolumeResponse>> {
+        let Some(lv) = state
+            .lvs
+            .iter()
+            .find(|l| l.name == lv_name && self.managed_vg(&l.vg))
+        else {
+            return Ok(None);
+        };
+        let conflict = |why: String| {
+            Err(CsiError::AlreadyExists(format!(
+                "volume {:?} exists with {why}",
+                req.name
+            )))
+        };
+        if !self.owned(lv)
+            || lv
+                .tag(names::TAG_NAME)
+                .map(names::decode_tag_value)
+                .as_deref()
+                != Some(req.name.as_str())
+        {
+            return conflict(format!(
+                "an LV {}/{} that carve does not own for this name",
+                lv.vg, lv.name
+            ));
+        }
+        if lv.vg != class.volume_group
+            || self.class_of(lv).map(|c| c.name.as_str()) != Some(class.name.as_str())
+        {
+            return conflict(format!("another device class (LV {}/{})", lv.vg, lv.name));
+        }
+        if !fits_range(lv.size, req.capacity_range.as_ref()) {
+            return conflict(format!(
+                "size {} outside the requested capacity range",
+                lv.size
+            ));
+        }
+        Ok(Some(csi::CreateVolumeResponse {
+            volume: Some(self.volume(lv)),
+        }))
+    }
+
+    async fn delete(&self, req: csi::DeleteVolumeRequest) -> CsiResult<csi::DeleteVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+        }
+        let Some(id) = VolumeId::parse(&req.volume_id).filter(|id| self.managed_vg(&id.vg)) else {
+            // No carve volume can have this ID, so it is already gone.
+            return Ok(csi::DeleteVolumeResponse {});
+        };
+        let _guard = self
+            .inflight
+            .try_acquire(&id.lv)
+            .ok_or_else(|| Self::busy(&req.volume_id))?;
+        let _vg = self.lvm.lock_vg(&id.vg).await;
+        // Ownership is checked on a fresh report under the VG lock: carve never
+        // removes an LV it cannot prove is its own.
+        let view = self
+            .state
+            .refresh()
+            .await
+            .map_err(CsiError::lvm("reading LVM state"))?;
+        let Some(lv) = view.lvm.lv(&id.vg, &id.lv) else {
+            return Ok(csi::DeleteVolumeResponse {});
+        };
+        if !self.owned(lv) {
+            tracing::warn!(volume_id = %req.volume_id, "DeleteVolume: LV exists but lacks carve's owner tag; left untouched");
+            return Ok(csi::DeleteVolumeResponse {});
+        }
+        tracing::info!(volume_id = %req.volume_id, size = lv.size, "deleting volume");
+        let size = lv.size;
+        let thick = !lv.is_thin_volume();
+        let factor = self
+            .class_of(lv)
+            .map(|c| c.space_factor())
+            .unwrap_or((1, 1));
+        match self.lvm.remove(&id.vg, &id.lv).await {
+            Ok(()) => {}
+            Err(e) if e.kind == LvmErrorKind::NotFound => {}
+            Err(e) if e.kind == LvmErrorKind::InUse => {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {} is in use (mounted or open) on node {}: {e}",
+                    req.volume_id, self.node_id
+                )))
+            }
+            Err(e) => {
+                return Err(CsiError::lvm(format!("deleting volume {}", req.volume_id))(
+                    e,
+                ))
+            }
+        }
+        self.state.apply(move |s| {
+            s.lvs.retain(|l| !(l.vg == id.vg && l.name == id.lv));
+            if thick {
+                if let Some(vg) = s.vgs.get_mut(&id.vg) {
+                    vg.free += size / factor.1 * factor.0;
+                }
+            }
+        });
+        Ok(csi::DeleteVolumeResponse {})
+    }
+
+    /// Looks a volume up in the cache, then (for volumes created moments ago or
+    /// outside carve's view) in a fresh report.
+    async fn lookup(
+        &self,
+        volume_id: &str,
+    ) -> CsiResult<(VolumeId, LvInfo, Arc<crate::state::View>)> {
+        if volume_id.is_empty() {
+            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+        }
+        let not_found = || {
+            CsiError::NotFound(format!(
+                "volume {volume_id:?} does not exist on node {}",
+                self.node_id
+            ))
+        };
+        let id = VolumeId::parse(volume_id)
+            .filter(|id| self.managed_vg(&id.vg))
+            .ok_or_else(not_found)?;
+        let view = self
+            .state
+            .refresh()
+            .await
+            .map_err(CsiError::lvm("reading LVM state"))?;
+        let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;
+        Ok((id, lv, view))
+    }
+
+    async fn validate(
+        &self,
+        req: csi::ValidateVolumeCapabilitiesRequest,
+    ) -> CsiResult<csi::ValidateVolumeCapabilitiesResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+        }
+        if req.volume_capabilities.is_empty() {
+            return Err(CsiError::InvalidArgument(
+                "volume_capabilities must not be empty".into(),
+            ));
+        }
+        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
+        self.lookup(&req.volume_id).await?;
+        if let Some(n) = &params.device_class {
+            self.pick_class(&Params {
+                device_class: Some(n.clone()),
+                ..Default::default()
+            })?;
+        }
+        Ok(match capability::check_all(&req.volume_capabilities) {
+            Ok(()) => csi::ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
+                    volume_context: req.volume_context,
+                    volume_capabilities: req.volume_capabilities,
+                    parameters: req.parameters,
+                    mutable_parameters: req.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+            Err(why) => csi::ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: why,
+            },
+        })
+    }
+
+    async fn list(&self, req: csi::ListVolumesRequest) -> CsiResult<csi::ListVolumesResponse> {
+        if req.max_entries < 0 {
+            return Err(CsiError::InvalidArgument(
+                "max_entries must not be negative".into(),
+            ));
+        }
+        let after = if req.starting_token.is_empty() {
+            None
+        } else {
+            Some(decode_token(&req.starting_token).ok_or_else(|| {
+                CsiError::Aborted(format!(
+                    "starting_token {:?} was not issued by carve",
+                    req.starting_token
+                ))
+            })?)
+        };
+        let view = match self.state.get() {
+            Some(v) => v,
+            None => self
+                .state
+                .refresh()
+                .await
+                .map_err(CsiError::lvm("reading LVM state"))?,
+        };
+        let mut vols: Vec<(String, &LvInfo)> = view
+            .lvm
+            .lvs
+            .iter()
+            .filter(|l| self.managed_vg(&l.vg) && self.owned(l))
+            .map(|l| (format!("{}/{}", l.vg, l.name), l))
+            .collect();
+        vols.sort_by(|a, b| a.0.cmp(&b.0));
+        let start = match &after {
+            None => 0,
+            Some(a) => vols.partition_point(|(id, _)| id.as_str() <= a.as_str()),
+        };
+        let max = if req.max_entries == 0 {
+            usize::MAX
+        } else {
+            req.max_entries as usize
+        };
+        let page: Vec<_> = vols[start..].iter().take(max).collect();
+        let next_token = if start + page.len() < vols.len() {
+            page.last()
+                .map(|(id, _)| encode_token(id))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(csi::ListVolumesResponse {
+            entries: page
+                .iter()
+                .map(|(_, lv)| csi::list_volumes_response::Entry {
+                    volume: Some(self.volume(lv)),
+                    status: Some(csi::list_volumes_response::VolumeStatus {
+                        published_node_ids: vec![],
+                        volume_condition: Some(Self::condition(lv, &view.lvm)),
+                    }),
+                })
+                .collect(),
+            next_token,
+        })
+    }
+
+    async fn capacity(&self, req: csi::GetCapacityRequest) -> CsiResult<csi::GetCapacityResponse> {
+        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
+        let class = self.pick_class(&params)?;
+        let zero = csi::GetCapacityResponse {
+            available_capacity: 0,
+            maximum_volume_size: Some(0),
+            minimum_volume_size: None,
+        };
+        if let Some(t) = &req.accessible_topology {
+            if t.segments.get(TOPOLOGY_KEY) != Some(&self.node_id) {
+                return Ok(zero);
+            }
+        }
+        if !req.volume_capabilities.is_empty()
+            && capability::check_all(&req.volume_capabilities).is_err()
+        {
+            return Ok(zero);
+        }
+        let view = self.view()?;
+        match view.capacity.get(&class.name) {
+            Some(Ok(c)) => Ok(csi::GetCapacityResponse {
+                available_capacity: c.available as i64,
+                maximum_volume_size: Some(c.maximum_volume_size as i64),
+                minimum_volume_size: Some(c.minimum_volume_size as i64),
+            }),
+            Some(Err(e)) => {
+                tracing::warn!(class = %class.name, error = %e, "GetCapacity: class unusable, reporting 0");
+                Ok(zero)
+            }
+            None => Err(CsiError::Unavailable("capacity not computed yet".into())),
+        }
+    }
+
+    async fn expand(
+        &self,
+        req: csi::ControllerExpandVolumeRequest,
+    ) -> CsiResult<csi::ControllerExpandVolumeResponse> {
+        if req.volume_id.is_empty() {
+            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+        }
+        let Some(range) = req.capacity_range.as_ref() else {
+            return Err(CsiError::InvalidArgument(
+                "capacity_range is required".into(),
+            ));
+        };
+        if let Some(c) = &req.volume_capability {
+            capability::check(c).map_err(CsiError::InvalidArgument)?;
+        }
+        let node_expansion_required = !req
+            .volume_capability
+            .as_ref()
+            .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
+        let not_found = || {
+            CsiError::NotFound(format!(
+                "volume {:?} does not exist on node {}",
+                req.volume_id, self.node_id
+            ))
+        };
+        let id = VolumeId::parse(&req.volume_id)
+            .filter(|id| self.managed_vg(&id.vg))
+            .ok_or_else(not_found)?;
+        let _guard = self
+            .inflight
+            .try_acquire(&id.lv)
+            .ok_or_else(|| Self::busy(&req.volume_id))?;
+        let _vg = self.lvm.lock_vg(&id.vg).await;
+        let view = self
+            .state
+            .refresh()
+            .await
+            .map_err(CsiError::lvm("reading LVM state"))?;
+        let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;
+        let class = self.class_of(&lv).ok_or_else(|| {
+            CsiError::FailedPrecondition(format!(
+                "volume {} belongs to no configured device class",
+                req.volume_id
+            ))
+        })?;
+        let cap = view
+            .capacity
+            .get(&class.name)
+            .and_then(|c| c.as_ref().ok())
+            .cloned()
+            .ok_or_else(|| {
+                CsiError::FailedPrecondition(format!(
+                    "device class {} is not usable now",
+                    class.name
+                ))
+            })?;
+        let size = choose_size(Some(range), cap.granule)?;
+        if size <= lv.size {
+            if range.limit_bytes > 0 && lv.size > range.limit_bytes as u64 {
+                return Err(CsiError::OutOfRange(format!(
+                    "volume is already {} bytes, above limit_bytes {}; LVs are never shrunk",
+                    lv.size, range.limit_bytes
+                )));
+            }
+            return Ok(csi::ControllerExpandVolumeResponse {
+                capacity_bytes: lv.size as i64,
+                node_expansion_required,
+            });
+        }
+        let grow = size - lv.size;
+        if grow > cap.available {
+            return Err(CsiError::ResourceExhausted(format!(
+                "growing volume {} by {grow} bytes needs more than the {} bytes device class {} has available",
+                req.volume_id, cap.available, class.name
+            )));
+        }
+        tracing::info!(volume_id = %req.volume_id, from = lv.size, to = size, "expanding volume");
+        self.lvm
+            .extend(&id.vg, &id.lv, size)
+            .await
+            .map_err(CsiError::lvm(format!("expanding volume {}", req.volume_id)))?;
+        let (num, den) = class.space_factor();
+        let thick = class.provisioning == Provisioning::Thick;
+        self.state.apply(move |s| {
+            for l in s
+                .lvs
+                .iter_mut()
+                .filter(|l| l.vg == id.vg && l.name == id.lv)
+            {
+                l.size = size;
+            }
+            if thick {
+                if let Some(vg) = s.vgs.get_mut(&id.vg) {
+                    vg.free = vg.free.saturating_sub(grow / den * num);
+                }
+            }
+        });
+        Ok(csi::ControllerExpandVolumeResponse {
+            capacity_bytes: size as i64,
+            node_expansion_required,
+        })
+    }
+
+    async fn get_volume(
+        &self,
+        req: csi::ControllerGetVolumeRequest,
+    ) -> CsiResult<csi::ControllerGetVolumeResponse> {
+        let (_, lv, view) = self.lookup(&req.volume_id).await?;
+        Ok(csi::ControllerGetVolumeResponse {
+            volume: Some(self.volume(&lv)),
+            status: Some(csi::controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![],
+                volume_condition: Some(Self::condition(&lv, &view.lvm)),
+            }),
+        })
+    }
+}
+
+fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(format!(
+        "carve does not offer {what}"
+    )))
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        r: Request<csi::CreateVolumeRequest>,
+    ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
+        logged("CreateVolume", self.create(r.into_inner())).await
+    }
+
+    async fn delete_volume(
+        &self,
+        r: Request<csi::DeleteVolumeRequest>,
+    ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
+        logged("DeleteVolume", self.delete(r.into_inner())).await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        _: Request<csi::ControllerPublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerPublishVolumeResponse>, Status> {
+        unimplemented("ControllerPublishVolume (volumes are local; there is nothing to attach)")
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        _: Request<csi::ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<csi::ControllerUnpublishVolumeResponse>, Status> {
+        unimplemented("ControllerUnpublishVolume (volumes are local; there is nothing to detach)")
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<csi::ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
+        logged("ValidateVolumeCapabilities", self.validate(r.into_inner())).await
+    }
+
+    async fn list_volumes(
+        &self,
+        r: Request<csi::ListVolumesRequest>,
+    ) -> Result<Response<csi::ListVolumesResponse>, Status> {
+        logged("ListVolumes", self.list(r.into_inner())).await
+    }
+
+    async fn get_capacity(
+        &self,
+        r: Request<csi::GetCapacityRequest>,
+    ) -> Result<Response<csi::GetCapacityResponse>, Status> {
+        logged("GetCapacity", self.capacity(r.into_inner())).await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<csi::ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<csi::ControllerGetCapabilitiesResponse>, Status> {
+        use csi::controller_service_capability::{rpc::Type, Rpc, Type as Cap};
+        let caps = [
+            Type::CreateDeleteVolume,
+            Type::ListVolumes,
+            Type::GetCapacity,
+            Type::ExpandVolume,
+            Type::GetVolume,
+            Type::VolumeCondition,
+            Type::SingleNodeMultiWriter,
+        ];
+        Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
+            capabilities: caps
+                .iter()
+                .map(|t| csi::ControllerServiceCapability {
+                    r#type: Some(Cap::Rpc(Rpc { r#type: *t as i32 })),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<csi::CreateSnapshotRequest>,
+    ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
+        unimplemented("snapshots yet")
+    }
+
+    async fn delete_snapshot(
+        &self,
+        _: Request<csi::DeleteSnapshotRequest>,
+    ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
+        unimplemented("snapshots yet")
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<csi::ListSnapshotsRequest>,
+    ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
+        unimplemented("snapshots yet")
+    }
+
+    async fn get_snapshot(
+        &self,
+        _: Request<csi::GetSnapshotRequest>,
+    ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
+        unimplemented("snapshots yet")
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        r: Request<csi::ControllerExpandVolumeRequest>,
+    ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
+        logged("ControllerExpandVolume", self.expand(r.into_inner())).await
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<csi::ControllerGetVolumeRequest>,
+    ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
+        logged("ControllerGetVolume", self.get_volume(r.into_inner())).await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        _: Request<csi::ControllerModifyVolumeRequest>,
+    ) -> Result<Response<csi::ControllerModifyVolumeResponse>, Status> {
+        unimplemented("ControllerModifyVolume")
+    }
+}
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;

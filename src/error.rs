@@ -1,0 +1,117 @@
+//! The one way carve turns a failure into a gRPC status. Every variant names the
+//! CSI code it maps to; LVM failures map by their classified kind, so no case
+//! that can be named ever reaches the client as UNKNOWN.
+
+use tonic::{Code, Status};
+
+use crate::lvm::{LvmError, LvmErrorKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CsiError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Aborted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{context}: {source}")]
+    Lvm {
+        context: String,
+        #[source]
+        source: LvmError,
+    },
+}
+
+pub type CsiResult<T> = Result<T, CsiError>;
+
+impl CsiError {
+    pub fn lvm(context: impl Into<String>) -> impl FnOnce(LvmError) -> CsiError {
+        let context = context.into();
+        move |source| CsiError::Lvm { context, source }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            CsiError::InvalidArgument(_) => Code::InvalidArgument,
+            CsiError::NotFound(_) => Code::NotFound,
+            CsiError::AlreadyExists(_) => Code::AlreadyExists,
+            CsiError::OutOfRange(_) => Code::OutOfRange,
+            CsiError::ResourceExhausted(_) => Code::ResourceExhausted,
+            CsiError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CsiError::Aborted(_) => Code::Aborted,
+            CsiError::Unavailable(_) => Code::Unavailable,
+            CsiError::Lvm { source, .. } => match source.kind {
+                LvmErrorKind::NotFound => Code::NotFound,
+                LvmErrorKind::NoSpace => Code::ResourceExhausted,
+                LvmErrorKind::Exists => Code::AlreadyExists,
+                LvmErrorKind::InUse => Code::FailedPrecondition,
+                // Another LVM user holds the lock: retrying later will work.
+                LvmErrorKind::Locked => Code::Aborted,
+                LvmErrorKind::Timeout => Code::DeadlineExceeded,
+                LvmErrorKind::Spawn => Code::Unavailable,
+                LvmErrorKind::Parse | LvmErrorKind::Other => Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<CsiError> for Status {
+    fn from(e: CsiError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+/// Runs an RPC body and logs its failure once, at the boundary, with the full
+/// message; the client gets the same message in the status.
+pub async fn logged<T>(
+    rpc: &'static str,
+    f: impl std::future::Future<Output = CsiResult<T>>,
+) -> Result<tonic::Response<T>, Status> {
+    match f.await {
+        Ok(v) => Ok(tonic::Response::new(v)),
+        Err(e) => {
+            let code = e.code();
+            match code {
+                Code::Internal | Code::Unavailable | Code::DeadlineExceeded => {
+                    tracing::error!(rpc, ?code, error = %e, "request failed")
+                }
+                _ => tracing::info!(rpc, ?code, error = %e, "request refused"),
+            }
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lvm_kinds_map_to_named_codes() {
+        let mk = |kind| CsiError::Lvm {
+            context: "x".into(),
+            source: LvmError {
+                kind,
+                command: "lvm".into(),
+                detail: "d".into(),
+            },
+        };
+        assert_eq!(mk(LvmErrorKind::NoSpace).code(), Code::ResourceExhausted);
+        assert_eq!(mk(LvmErrorKind::InUse).code(), Code::FailedPrecondition);
+        assert_eq!(mk(LvmErrorKind::Locked).code(), Code::Aborted);
+        assert_eq!(mk(LvmErrorKind::NotFound).code(), Code::NotFound);
+        assert_eq!(mk(LvmErrorKind::Timeout).code(), Code::DeadlineExceeded);
+        let s: Status = mk(LvmErrorKind::Other).into();
+        assert_eq!(s.message(), "x: lvm: d");
+    }
+}

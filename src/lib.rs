@@ -1,0 +1,14 @@
+pub mod capability;
+pub mod capacity;
+pub mod config;
+pub mod controller;
+pub mod csi;
+pub mod error;
+pub mod exec;
+pub mod identity;
+pub mod inflight;
+pub mod lvm;
+pub mod names;
+pub mod params;
+pub mod server;
+pub mod state;

@@ -1,0 +1,202 @@
+//! Pure argument builders for every lvm command carve runs. Nothing here runs
+//! anything, so each builder is checked by table tests; the argv is always a
+//! vector, never a shell string.
+
+use crate::config::{DeviceClass, Provisioning};
+
+use super::report::{LV_FIELDS, PV_FIELDS, VG_FIELDS};
+
+/// What a new LV should look like.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateLv<'a> {
+    pub class: &'a DeviceClass,
+    pub name: &'a str,
+    pub size_bytes: u64,
+    pub tags: Vec<String>,
+}
+
+fn s(v: &str) -> String {
+    v.to_string()
+}
+
+/// One call that reads every VG, PV and (visible) LV on the host. fullreport
+/// cannot omit a section, so pvseg and seg get an empty column list.
+pub fn fullreport() -> Vec<String> {
+    [
+        "fullreport",
+        "--reportformat",
+        "json",
+        "--units",
+        "b",
+        "--nosuffix",
+        "--configreport",
+        "vg",
+        "-o",
+        VG_FIELDS,
+        "--configreport",
+        "pv",
+        "-o",
+        PV_FIELDS,
+        "--configreport",
+        "lv",
+        "-o",
+        LV_FIELDS,
+        "--configreport",
+        "pvseg",
+        "-o,",
+        "--configreport",
+        "seg",
+        "-o,",
+    ]
+    .iter()
+    .map(|x| s(x))
+    .collect()
+}
+
+/// lvcreate for a device class. Thick LVs are zeroed at the start and old
+/// signatures wiped (`-Zy -Wy`), so a new volume never shows a previous
+/// tenant's filesystem to the node's "format only if blank" check. Thin LVs read
+/// as zeroes already.
+pub fn lvcreate(spec: &CreateLv<'_>) -> Vec<String> {
+    let c = spec.class;
+    let mut a = vec![s("lvcreate"), s("--yes"), s("--quiet")];
+    a.push(s("--name"));
+    a.push(s(spec.name));
+    match c.provisioning {
+        Provisioning::Thin => {
+            a.push(s("--virtualsize"));
+            a.push(format!("{}b", spec.size_bytes));
+            a.push(s("--thin"));
+        }
+        Provisioning::Thick => {
+            a.push(s("--size"));
+            a.push(format!("{}b", spec.size_bytes));
+            a.extend([s("--zero"), s("y"), s("--wipesignatures"), s("y")]);
+            if let Some(raid) = &c.raid {
+                a.push(s("--type"));
+                a.push(raid.clone());
+                if raid == "raid1" {
+                    a.push(s("--mirrors"));
+                    a.push(c.mirrors.unwrap_or(1).to_string());
+                    // Skip the initial resync: a new volume's content is undefined
+                    // until written, and the sync would compete with the workload.
+                    a.push(s("--nosync"));
+                }
+            }
+            if let Some(stripes) = c.stripes {
+                if c.raid.is_none() || c.raid.as_deref() != Some("raid1") {
+                    a.push(s("--stripes"));
+                    a.push(stripes.to_string());
+                }
+                if let Some(sz) = c.stripe_size {
+                    a.push(s("--stripesize"));
+                    a.push(format!("{}k", sz.0 / 1024));
+                }
+            }
+        }
+    }
+    for t in &spec.tags {
+        a.push(s("--addtag"));
+        a.push(t.clone());
+    }
+    match c.provisioning {
+        Provisioning::Thin => a.push(format!(
+            "{}/{}",
+            c.volume_group,
+            c.thin_pool.as_deref().unwrap_or_default()
+        )),
+        Provisioning::Thick => a.push(c.volume_group.clone()),
+    }
+    a
+}
+
+pub fn lvremove(vg: &str, lv: &str) -> Vec<String> {
+    vec![
+        s("lvremove"),
+        s("--yes"),
+        s("--quiet"),
+        format!("{vg}/{lv}"),
+    ]
+}
+
+/// Grows an LV to exactly `size_bytes`; the filesystem is grown by the node.
+pub fn lvextend(vg: &str, lv: &str, size_bytes: u64) -> Vec<String> {
+    vec![
+        s("lvextend"),
+        s("--quiet"),
+        s("--size"),
+        format!("{size_bytes}b"),
+        format!("{vg}/{lv}"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteSize, DeviceClass};
+
+    fn class(p: Provisioning) -> DeviceClass {
+        DeviceClass {
+            name: "c".into(),
+            volume_group: "vg0".into(),
+            provisioning: p,
+            default: false,
+            spare: ByteSize(0),
+            thin_pool: (p == Provisioning::Thin).then(|| "pool0".to_string()),
+            over_provision_ratio: None,
+            stripes: None,
+            stripe_size: None,
+            raid: None,
+            mirrors: None,
+        }
+    }
+
+    fn join(v: Vec<String>) -> String {
+        v.join(" ")
+    }
+
+    #[test]
+    fn lvcreate_table() {
+        let thick = class(Provisioning::Thick);
+        let thin = class(Provisioning::Thin);
+        let mut raid1 = class(Provisioning::Thick);
+        raid1.raid = Some("raid1".into());
+        raid1.mirrors = Some(2);
+        let mut striped = class(Provisioning::Thick);
+        striped.stripes = Some(2);
+        striped.stripe_size = Some(ByteSize(64 * 1024));
+        let mut raid5 = class(Provisioning::Thick);
+        raid5.raid = Some("raid5".into());
+        raid5.stripes = Some(3);
+        let tags = vec!["carve.dev/owner=carve.dev".to_string()];
+        let table: Vec<(&DeviceClass, &str)> = vec![
+            (&thick, "lvcreate --yes --quiet --name lv1 --size 4194304b --zero y --wipesignatures y --addtag carve.dev/owner=carve.dev vg0"),
+            (&thin, "lvcreate --yes --quiet --name lv1 --virtualsize 4194304b --thin --addtag carve.dev/owner=carve.dev vg0/pool0"),
+            (&raid1, "lvcreate --yes --quiet --name lv1 --size 4194304b --zero y --wipesignatures y --type raid1 --mirrors 2 --nosync --addtag carve.dev/owner=carve.dev vg0"),
+            (&striped, "lvcreate --yes --quiet --name lv1 --size 4194304b --zero y --wipesignatures y --stripes 2 --stripesize 64k --addtag carve.dev/owner=carve.dev vg0"),
+            (&raid5, "lvcreate --yes --quiet --name lv1 --size 4194304b --zero y --wipesignatures y --type raid5 --stripes 3 --addtag carve.dev/owner=carve.dev vg0"),
+        ];
+        for (c, want) in table {
+            let got = join(lvcreate(&CreateLv {
+                class: c,
+                name: "lv1",
+                size_bytes: 4 << 20,
+                tags: tags.clone(),
+            }));
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn simple_builders() {
+        assert_eq!(join(lvremove("vg", "lv")), "lvremove --yes --quiet vg/lv");
+        assert_eq!(
+            join(lvextend("vg", "lv", 8 << 20)),
+            "lvextend --quiet --size 8388608b vg/lv"
+        );
+        let r = fullreport();
+        assert_eq!(r[0], "fullreport");
+        assert!(r.windows(2).any(|w| w[0] == "--units" && w[1] == "b"));
+        assert!(r.contains(&"--nosuffix".to_string()));
+    }
+}

@@ -1,0 +1,133 @@
+//! `carve`: the CSI driver binary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use carve::config::Config;
+use carve::lvm::{Lvm, SystemLvm};
+
+#[derive(Parser)]
+#[command(
+    name = "carve",
+    version,
+    about = "CSI driver that carves LVM logical volumes out of node-local volume groups"
+)]
+struct Cli {
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `carve=debug`).
+    #[arg(long, env = "CARVE_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve CSI Identity and Controller on a Unix socket.
+    Serve {
+        /// Socket to serve on, as unix:///absolute/path. A stale socket is replaced;
+        /// any other file at the path is refused.
+        #[arg(
+            long,
+            env = "CSI_ENDPOINT",
+            default_value = "unix:///run/carve/csi.sock"
+        )]
+        endpoint: String,
+        /// This node's name; becomes the topology.carve.dev/node value of every volume.
+        #[arg(long, env = "CARVE_NODE_ID")]
+        node_id: String,
+        /// CSI driver name, also written into every LV's owner tag.
+        #[arg(long, env = "CARVE_DRIVER_NAME", default_value = "carve.dev")]
+        driver_name: String,
+        /// Node configuration file (TOML): device classes and tuning.
+        #[arg(long, env = "CARVE_CONFIG", default_value = "/etc/carve/config.toml")]
+        config: PathBuf,
+        /// The lvm binary to run.
+        #[arg(long, env = "CARVE_LVM", default_value = "lvm")]
+        lvm: String,
+    },
+    /// Validate a configuration file and exit (0 = valid).
+    CheckConfig {
+        #[arg(long, default_value = "/etc/carve/config.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: {} device class(es), default {:?}",
+                    config.display(),
+                    c.device_classes.len(),
+                    c.default_class().name
+                );
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::ExitCode::from(2)
+            }
+        },
+        Command::Serve {
+            endpoint,
+            node_id,
+            driver_name,
+            config,
+            lvm,
+        } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("carve: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            if node_id.is_empty() || driver_name.is_empty() {
+                eprintln!("carve: --node-id and --driver-name must not be empty");
+                return std::process::ExitCode::from(2);
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(async move {
+                if carve::exec::find_in_path(&lvm).is_none() {
+                    eprintln!("carve: required binary {lvm:?} not found on PATH (install lvm2)");
+                    return std::process::ExitCode::from(3);
+                }
+                let runner = Arc::new(SystemLvm::new(lvm, config.lvm_timeout()));
+                match Lvm::new(runner.clone()).version().await {
+                    Ok(v) => tracing::info!(lvm = %v, "lvm found"),
+                    Err(e) => {
+                        eprintln!("carve: lvm does not run: {e}");
+                        return std::process::ExitCode::from(3);
+                    }
+                }
+                let opts = carve::server::Options {
+                    endpoint,
+                    node_id,
+                    driver_name,
+                    config,
+                };
+                match carve::server::serve(opts, runner).await {
+                    Ok(()) => std::process::ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("carve: {e}");
+                        std::process::ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}
