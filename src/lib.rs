@@ -1,5 +1,6 @@
 pub mod capability;
 pub mod capacity;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod csi;

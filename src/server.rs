@@ -114,6 +114,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long requests in flight may run on after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), ServeError> {
     let path = socket_path(&opts.endpoint)?;
     let s = services(&opts, runner);
@@ -126,11 +129,29 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     let refresher = s.state.spawn_refresher(opts.config.refresh_interval());
     let listener = bind(&path)?;
     tracing::info!(endpoint = %opts.endpoint, node_id = %opts.node_id, driver = %opts.driver_name, "serving CSI");
-    let result = tonic::transport::Server::builder()
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(s.identity))
         .add_service(ControllerServer::new(s.controller))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-        .await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // Requests in flight get a grace period; idle connections held open
+            // by a client (kubelet keeps one) must not keep carve alive forever.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown grace period over; exiting with connections still open");
+                    Ok(())
+                }
+            }
+        }
+    };
     refresher.abort();
     let _ = std::fs::remove_file(&path);
     result.map_err(ServeError::from)

@@ -1,1 +1,838 @@
+//! carve's conformance tests against real LVM. They run only inside the
+//! user-mode-linux test ground (`hack/test.sh` boots it, builds the VGs with
+//! hack/uml/testbed.sh and runs this binary there); anywhere else they fail
+//! loudly instead of skipping.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use carve::csi::controller_client::ControllerClient;
+use carve::csi::identity_client::IdentityClient;
+use carve::csi::volume_capability::{
+    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
+};
+use carve::csi::{self};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const MI: i64 = 1 << 20;
+const GI: i64 = 1 << 30;
+const NODE: &str = "uml-node";
+
+fn testbed_config() -> PathBuf {
+    let p = std::env::var("CARVE_TESTBED_CONFIG").unwrap_or_else(|_| {
+        panic!("CARVE_TESTBED_CONFIG is not set: these tests run only inside the UML test ground (hack/test.sh)")
+    });
+    PathBuf::from(p)
+}
+
+/// A carve process serving on its own socket, killed on drop.
+struct Carve {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Carve {
+    async fn start(config: &Path) -> Carve {
+        Self::try_start(config)
+            .await
+            .unwrap_or_else(|log| panic!("carve did not come up:\n{log}"))
+    }
+
+    async fn try_start(config: &Path) -> Result<Carve, String> {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = PathBuf::from(format!("/tmp/carve-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("csi.sock");
+        let log = dir.join("carve.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_carve"))
+            .args(["serve", "--node-id", NODE, "--endpoint"])
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--config")
+            .arg(config)
+            .env("CARVE_LOG", "carve=debug,info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start carve");
+        let mut c = Carve { child, socket, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.socket.exists() {
+            if let Ok(Some(status)) = c.child.try_wait() {
+                return Err(format!("exited with {status}: {}", c.log_text()));
+            }
+            if Instant::now() > deadline {
+                return Err(c.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(c)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn channel(&self) -> Channel {
+        carve::client::connect(&self.socket)
+            .await
+            .expect("connect to carve")
+    }
+
+    async fn controller(&self) -> ControllerClient<Channel> {
+        ControllerClient::new(self.channel().await)
+    }
+
+    async fn identity(&self) -> IdentityClient<Channel> {
+        IdentityClient::new(self.channel().await)
+    }
+}
+
+impl Drop for Carve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Real LVM's view of one LV (independent of carve's parser on purpose).
+#[derive(Debug, serde::Deserialize)]
+struct Lv {
+    lv_name: String,
+    lv_size: String,
+    lv_tags: String,
+    lv_uuid: String,
+    lv_layout: String,
+}
+
+fn lvs(vg: &str) -> Vec<Lv> {
+    let out = Command::new("lvm")
+        .args([
+            "lvs",
+            "--reportformat",
+            "json",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "lv_name,lv_size,lv_tags,lv_uuid,lv_layout",
+            vg,
+        ])
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .expect("run lvs");
+    assert!(
+        out.status.success(),
+        "lvs {vg}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[derive(serde::Deserialize)]
+    struct R {
+        report: Vec<HashMap<String, Vec<Lv>>>,
+    }
+    let mut r: R = serde_json::from_slice(&out.stdout).unwrap();
+    r.report.remove(0).remove("lv").unwrap_or_default()
+}
+
+fn lv(vg: &str, name: &str) -> Option<Lv> {
+    lvs(vg).into_iter().find(|l| l.lv_name == name)
+}
+
+fn lvm(args: &[&str]) {
+    let out = Command::new("lvm")
+        .args(args)
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lvm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mount_cap() -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn block_cap() -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+fn create_req(name: &str, class: Option<&str>, required: i64) -> csi::CreateVolumeRequest {
+    let mut parameters = HashMap::new();
+    if let Some(c) = class {
+        parameters.insert("carve.dev/device-class".to_string(), c.to_string());
+    }
+    csi::CreateVolumeRequest {
+        name: name.into(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: required,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![mount_cap()],
+        parameters,
+        ..Default::default()
+    }
+}
+
+fn split(id: &str) -> (&str, &str) {
+    id.split_once('/').unwrap()
+}
+
+async fn capacity(c: &mut ControllerClient<Channel>, class: &str) -> csi::GetCapacityResponse {
+    c.get_capacity(csi::GetCapacityRequest {
+        parameters: HashMap::from([("carve.dev/device-class".into(), class.into())]),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+fn foreign_intact() {
+    let want = std::fs::read(format!(
+        "{}/foreign.bin",
+        std::env::var("CARVE_TESTBED").unwrap()
+    ))
+    .unwrap();
+    let mut got = vec![0u8; want.len()];
+    use std::io::Read;
+    std::fs::File::open("/dev/carve-thick/foreign-data")
+        .unwrap()
+        .read_exact(&mut got)
+        .unwrap();
+    assert!(got == want, "foreign LV content changed");
+    assert!(lv("carve-thick", "foreign-data")
+        .unwrap()
+        .lv_tags
+        .is_empty());
+    assert!(lv("carve-thick", "cv-foreign-0000000000000000").is_some());
+    assert!(lv("carve-thin", "foreign-thin").is_some());
+}
+
+#[tokio::test]
+async fn identity_reports_name_capabilities_and_readiness() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut id = carve.identity().await;
+    let info = id
+        .get_plugin_info(csi::GetPluginInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.name, "carve.dev");
+    assert_eq!(info.vendor_version, env!("CARGO_PKG_VERSION"));
+    let caps = id
+        .get_plugin_capabilities(csi::GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(caps.capabilities.len(), 3);
+    let probe = id.probe(csi::ProbeRequest {}).await.unwrap().into_inner();
+    assert_eq!(probe.ready, Some(true));
+}
+
+#[tokio::test]
+async fn probe_is_not_ready_when_a_vg_is_missing() {
+    let dir = std::env::temp_dir().join("carve-missing-vg");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[[device_class]]\nname='gone'\nvolume_group='no-such-vg'\ntype='thick'\n",
+    )
+    .unwrap();
+    let carve = Carve::start(&cfg).await;
+    let probe = carve
+        .identity()
+        .await
+        .probe(csi::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(false));
+    assert!(
+        carve.log_text().contains("no-such-vg"),
+        "the log says why: {}",
+        carve.log_text()
+    );
+}
+
+#[tokio::test]
+async fn bad_config_refuses_to_start_naming_the_field() {
+    let dir = std::env::temp_dir().join("carve-bad-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[[device_class]]\nname='x'\nvolume_group='carve-raid'\ntype='thick'\nraid='raid9'\n",
+    )
+    .unwrap();
+    let err = match Carve::try_start(&cfg).await {
+        Ok(_) => panic!("carve started with a bad config"),
+        Err(e) => e,
+    };
+    assert!(err.contains("device_class[0].raid"), "{err}");
+}
+
+#[tokio::test]
+async fn thick_volume_lifecycle_with_exact_capacity_accounting() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let before = capacity(&mut c, "thick").await;
+    assert_eq!(before.minimum_volume_size, Some(4 * MI));
+
+    let mut req = create_req("pvc-thick-1", None, 100 * MI + 1);
+    req.parameters
+        .insert("csi.storage.k8s.io/pvc/name".into(), "data".into());
+    req.parameters
+        .insert("csi.storage.k8s.io/pvc/namespace".into(), "db".into());
+    req.parameters
+        .insert("csi.storage.k8s.io/pv/name".into(), "pvc-thick-1".into());
+    let vol = c
+        .create_volume(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        vol.capacity_bytes,
+        104 * MI,
+        "rounded up to whole 4 MiB extents"
+    );
+    assert_eq!(
+        vol.accessible_topology[0].segments["topology.carve.dev/node"],
+        NODE
+    );
+    let (vg, name) = split(&vol.volume_id);
+    assert_eq!(vg, "carve-thick");
+    let real = lv(vg, name).expect("LV exists in LVM");
+    assert_eq!(real.lv_size, (104 * MI).to_string());
+    for t in [
+        "carve.dev/owner=carve.dev",
+        "carve.dev/name=pvc-thick-1",
+        "carve.dev/class=thick",
+        "carve.dev/pvc=data",
+        "carve.dev/pvc-namespace=db",
+        "carve.dev/pv=pvc-thick-1",
+    ] {
+        assert!(
+            real.lv_tags.split(',').any(|x| x == t),
+            "tag {t} missing: {}",
+            real.lv_tags
+        );
+    }
+    let after = capacity(&mut c, "thick").await;
+    assert_eq!(
+        before.available_capacity - after.available_capacity,
+        104 * MI
+    );
+
+    // Idempotent retry; conflicting retry.
+    let again = c
+        .create_volume(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, vol.volume_id);
+    assert_eq!(
+        lv(vg, name).unwrap().lv_uuid,
+        real.lv_uuid,
+        "the retry made no new LV"
+    );
+    let mut bigger = req.clone();
+    bigger.capacity_range = Some(csi::CapacityRange {
+        required_bytes: GI,
+        limit_bytes: 0,
+    });
+    assert_eq!(
+        c.create_volume(bigger).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+
+    // Validate and get.
+    let ok = c
+        .validate_volume_capabilities(csi::ValidateVolumeCapabilitiesRequest {
+            volume_id: vol.volume_id.clone(),
+            volume_capabilities: vec![mount_cap(), block_cap()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ok.confirmed.is_some());
+    let got = c
+        .controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = got.status.unwrap().volume_condition.unwrap();
+    assert!(!cond.abnormal, "{}", cond.message);
+
+    // Expand: LVM grows, capacity shrinks by the difference.
+    let exp = c
+        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 200 * MI,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(mount_cap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exp.capacity_bytes, 200 * MI);
+    assert!(exp.node_expansion_required);
+    assert_eq!(lv(vg, name).unwrap().lv_size, (200 * MI).to_string());
+    assert_eq!(
+        before.available_capacity - capacity(&mut c, "thick").await.available_capacity,
+        200 * MI
+    );
+    // Expanding to a smaller size changes nothing.
+    let same = c
+        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 8 * MI,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(same.capacity_bytes, 200 * MI);
+
+    // Delete, twice.
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(lv(vg, name).is_none());
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        capacity(&mut c, "thick").await.available_capacity,
+        before.available_capacity
+    );
+    assert_eq!(
+        c.controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: vol.volume_id.clone()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+    foreign_intact();
+}
+
+#[tokio::test]
+async fn thin_volumes_overcommit_up_to_the_ratio_only() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let before = capacity(&mut c, "thin").await;
+    // 2 GiB pool x 4 minus the foreign 256 MiB thin LV.
+    assert_eq!(before.available_capacity, 8 * GI - 256 * MI);
+    let vol = c
+        .create_volume(create_req("thin-1", Some("thin"), 3 * GI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (vg, name) = split(&vol.volume_id);
+    assert_eq!(vg, "carve-thin");
+    assert_eq!(lv(vg, name).unwrap().lv_layout, "thin,sparse");
+    let after = capacity(&mut c, "thin").await;
+    assert_eq!(before.available_capacity - after.available_capacity, 3 * GI);
+    let too_big = c
+        .create_volume(create_req("thin-2", Some("thin"), 6 * GI))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        too_big.code(),
+        Code::ResourceExhausted,
+        "{}",
+        too_big.message()
+    );
+    assert!(lv(vg, &carve::names::lv_name("thin-2")).is_none());
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        capacity(&mut c, "thin").await.available_capacity,
+        before.available_capacity
+    );
+    foreign_intact();
+}
+
+#[tokio::test]
+async fn raid1_and_striped_classes_use_their_layout() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let before = capacity(&mut c, "mirrored").await;
+    let m = c
+        .create_volume(create_req("mirror-1", Some("mirrored"), 64 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (vg, name) = split(&m.volume_id);
+    assert_eq!(lv(vg, name).unwrap().lv_layout, "raid,raid1");
+    // Wait for the background refresh to replace the optimistic estimate.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = capacity(&mut c, "mirrored").await;
+    // Two copies plus one metadata extent per image.
+    assert_eq!(
+        before.available_capacity - after.available_capacity,
+        64 * MI + 4 * MI
+    );
+    let s = c
+        .create_volume(create_req("stripe-1", Some("striped"), 10 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        s.capacity_bytes,
+        16 * MI,
+        "rounded to extents across both stripes"
+    );
+    let (vg, name) = split(&s.volume_id);
+    assert_eq!(lv(vg, name).unwrap().lv_layout, "striped");
+    let huge = c
+        .create_volume(create_req("mirror-huge", Some("mirrored"), 3 * GI))
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::ResourceExhausted);
+    for id in [m.volume_id, s.volume_id] {
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_volumes_pages_stably_and_shows_only_carve_volumes() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            c.create_volume(create_req(&format!("list-{i}"), None, 4 * MI))
+                .await
+                .unwrap()
+                .into_inner()
+                .volume
+                .unwrap()
+                .volume_id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_volumes(csi::ListVolumesRequest {
+                max_entries: 3,
+                starting_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        for e in &page.entries {
+            let v = e.volume.as_ref().unwrap();
+            assert!(
+                !v.volume_id.contains("foreign"),
+                "foreign LV listed: {}",
+                v.volume_id
+            );
+            seen.push(v.volume_id.clone());
+        }
+        // Deleting the last entry of a page must not break the token.
+        if pages == 1 {
+            let last = page
+                .entries
+                .last()
+                .unwrap()
+                .volume
+                .as_ref()
+                .unwrap()
+                .volume_id
+                .clone();
+            c.delete_volume(csi::DeleteVolumeRequest {
+                volume_id: last,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        if page.next_token.is_empty() {
+            break;
+        }
+        token = page.next_token;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "pages in order, no duplicates");
+    for id in &ids {
+        assert!(seen.contains(id), "{id} missing from listing");
+    }
+    let bad = c
+        .list_volumes(csi::ListVolumesRequest {
+            max_entries: 1,
+            starting_token: "garbage".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::Aborted);
+    for id in ids {
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn foreign_lvs_are_never_touched() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    for id in [
+        "carve-thick/foreign-data",
+        "carve-thick/cv-foreign-0000000000000000",
+        "carve-thin/foreign-thin",
+    ] {
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let e = c
+            .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                volume_id: id.into(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: GI,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::NotFound, "{id}");
+        assert_eq!(
+            c.controller_get_volume(csi::ControllerGetVolumeRequest {
+                volume_id: id.into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+            Code::NotFound
+        );
+    }
+    assert_eq!(
+        lv("carve-thick", "cv-foreign-0000000000000000")
+            .unwrap()
+            .lv_size,
+        (8 * MI).to_string()
+    );
+    foreign_intact();
+}
+
+#[tokio::test]
+async fn inactive_lv_shows_an_abnormal_condition() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let vol = c
+        .create_volume(create_req("cond-1", None, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    lvm(&["lvchange", "-an", &vol.volume_id]);
+    let got = c
+        .controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = got.status.unwrap().volume_condition.unwrap();
+    assert!(cond.abnormal);
+    assert!(cond.message.contains("not active"), "{}", cond.message);
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_creates_of_one_name_converge_on_one_lv() {
+    let carve = Carve::start(&testbed_config()).await;
+    let c = carve.controller().await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            c.create_volume(create_req("race-1", None, 16 * MI)).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) => assert_eq!(s.code(), Code::Aborted, "{}", s.message()),
+        }
+    }
+    assert!(ok >= 1);
+    let name = carve::names::lv_name("race-1");
+    assert_eq!(
+        lvs("carve-thick")
+            .iter()
+            .filter(|l| l.lv_name == name)
+            .count(),
+        1
+    );
+    let mut c = c.clone();
+    let v = c
+        .create_volume(create_req("race-1", None, 16 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: v.volume_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn restart_converges_on_existing_lv_and_sigterm_is_graceful() {
+    let cfg = testbed_config();
+    let first = Carve::start(&cfg).await;
+    let vol = first
+        .controller()
+        .await
+        .create_volume(create_req("restart-1", None, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    // SIGTERM: clean exit, socket removed.
+    let mut first = first;
+    // A client still connected must not hold shutdown up past the grace period.
+    let held = first.controller().await;
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = first.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "carve still running 30 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(held);
+    assert!(status.success(), "exit after SIGTERM: {status}");
+    assert!(!first.socket.exists(), "socket removed on shutdown");
+    // A new process finds the same LV for the same request name.
+    let second = Carve::start(&cfg).await;
+    let mut c = second.controller().await;
+    let again = c
+        .create_volume(create_req("restart-1", None, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, vol.volume_id);
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn delete_of_an_open_volume_is_failed_precondition() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let vol = c
+        .create_volume(create_req("open-1", None, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let dev = format!("/dev/{}", vol.volume_id);
+    let holder = std::fs::File::open(&dev).unwrap();
+    let e = c
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    drop(holder);
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: vol.volume_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}

@@ -1,1 +1,147 @@
-fn main() {}
+//! The README's demo client: walks one volume through carve's controller —
+//! capacity, create, expand, list, delete — printing each step. hack/demo.sh
+//! runs it inside the user-mode-linux guest against a real carve.
+//!   demo SOCKET [DEVICE_CLASS...]
+
+use std::collections::HashMap;
+
+use carve::csi::controller_client::ControllerClient;
+use carve::csi::identity_client::IdentityClient;
+use carve::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use carve::csi::{self};
+
+const MI: i64 = 1 << 20;
+
+fn mib(b: i64) -> String {
+    format!("{:.1} MiB", b as f64 / MI as f64)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let socket = args.next().ok_or("usage: demo SOCKET [DEVICE_CLASS...]")?;
+    let mut classes: Vec<String> = args.collect();
+    if classes.is_empty() {
+        classes = vec!["thick".into(), "thin".into()];
+    }
+    let channel = carve::client::connect(&socket).await?;
+    let mut id = IdentityClient::new(channel.clone());
+    let mut c = ControllerClient::new(channel);
+
+    let info = id
+        .get_plugin_info(csi::GetPluginInfoRequest {})
+        .await?
+        .into_inner();
+    let ready = id.probe(csi::ProbeRequest {}).await?.into_inner().ready;
+    println!(
+        "[identity] {} {} ready={:?}",
+        info.name, info.vendor_version, ready
+    );
+
+    for class in classes {
+        let params = HashMap::from([("carve.dev/device-class".to_string(), class.clone())]);
+        let cap = |c: &mut ControllerClient<_>| {
+            let params = params.clone();
+            let mut c = c.clone();
+            async move {
+                c.get_capacity(csi::GetCapacityRequest {
+                    parameters: params,
+                    ..Default::default()
+                })
+                .await
+                .map(|r| r.into_inner())
+            }
+        };
+        println!("\n=== device class {class:?}");
+        let before = cap(&mut c).await?;
+        println!(
+            "[capacity] available {}, largest volume {}, smallest {}",
+            mib(before.available_capacity),
+            mib(before.maximum_volume_size.unwrap_or(0)),
+            mib(before.minimum_volume_size.unwrap_or(0))
+        );
+        let name = format!("demo-{class}");
+        let vol = c
+            .create_volume(csi::CreateVolumeRequest {
+                name: name.clone(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: 100 * MI,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![csi::VolumeCapability {
+                    access_type: Some(AccessType::Mount(MountVolume {
+                        fs_type: "ext4".into(),
+                        ..Default::default()
+                    })),
+                    access_mode: Some(AccessMode {
+                        mode: Mode::SingleNodeWriter as i32,
+                    }),
+                }],
+                parameters: params.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .volume
+            .ok_or("no volume in response")?;
+        println!(
+            "[create]   {name:?} -> volume {} ({}) on {:?}",
+            vol.volume_id,
+            mib(vol.capacity_bytes),
+            vol.accessible_topology.first().map(|t| &t.segments)
+        );
+        let mid = cap(&mut c).await?;
+        println!(
+            "[capacity] available {} (-{})",
+            mib(mid.available_capacity),
+            mib(before.available_capacity - mid.available_capacity)
+        );
+        let exp = c
+            .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                volume_id: vol.volume_id.clone(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: 256 * MI,
+                    limit_bytes: 0,
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        println!(
+            "[expand]   {} -> {} (node expansion required: {})",
+            vol.volume_id,
+            mib(exp.capacity_bytes),
+            exp.node_expansion_required
+        );
+        let list = c
+            .list_volumes(csi::ListVolumesRequest::default())
+            .await?
+            .into_inner();
+        println!(
+            "[list]     {} carve volume(s) on this node:",
+            list.entries.len()
+        );
+        for e in &list.entries {
+            let v = e.volume.as_ref().ok_or("entry without volume")?;
+            let cond = e.status.as_ref().and_then(|s| s.volume_condition.as_ref());
+            println!(
+                "           {} {} {}",
+                v.volume_id,
+                mib(v.capacity_bytes),
+                cond.map(|c| c.message.as_str()).unwrap_or("")
+            );
+        }
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            ..Default::default()
+        })
+        .await?;
+        let after = cap(&mut c).await?;
+        println!(
+            "[delete]   {} removed; capacity back to {}",
+            vol.volume_id,
+            mib(after.available_capacity)
+        );
+    }
+    Ok(())
+}

@@ -14,6 +14,7 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs tmpfs /dev
 mkdir -p /dev/pts /dev/shm /dev/mapper
 # Without devtmpfs the device nodes that lvm, losetup and mkfs need are made by hand.
 [ -c /dev/null ] || mknod -m 666 /dev/null c 1 3
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 [ -c /dev/zero ] || mknod -m 666 /dev/zero c 1 5
 [ -c /dev/random ] || mknod -m 666 /dev/random c 1 8
 [ -c /dev/urandom ] || mknod -m 666 /dev/urandom c 1 9

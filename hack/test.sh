@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting and lints, unit tests on the host, then
+# carve's real-LVM conformance tests inside a user-mode-linux guest.
+#   hack/test.sh [--no-lint]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lint=1
+[ "${1:-}" = "--no-lint" ] && lint=0
+
+hack/setup.sh
+
+if [ $lint = 1 ]; then
+    echo "== cargo fmt --check"
+    cargo fmt --all -- --check
+    echo "== cargo clippy"
+    cargo clippy --all-targets --features real-lvm -- -D warnings
+fi
+
+echo "== unit tests (host)"
+cargo test --lib --bins
+
+echo "== real-LVM tests (user-mode-linux guest)"
+bin=$(cargo test --features real-lvm --test real_lvm --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "real_lvm":
+        print(m["executable"])')
+[ -n "$bin" ] || { echo "test.sh: could not build the real_lvm test binary" >&2; exit 1; }
+hack/uml/run.sh hack/uml/guest-tests.sh "$bin"

@@ -1,0 +1,9 @@
+#!/bin/bash
+# Guest side of hack/test.sh: build the test ground, then run the real-LVM
+# conformance test binary given as $1 (remaining args go to the test harness).
+set -u
+cd "$(dirname "$0")/../.."
+. hack/uml/testbed.sh || { echo "guest-tests: testbed setup failed" >&2; exit 1; }
+bin=$1
+shift
+"$bin" --test-threads=1 "$@"
