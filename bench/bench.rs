@@ -1,1 +1,173 @@
-fn main() {}
+//! carve's benchmark client (run by bench/run.sh inside the UML guest). Every
+//! number is a ratio or latency measured in one guest boot: carve's RPCs are
+//! interleaved with the bare lvm commands they wrap, on the same VG, so drift
+//! in the guest's speed hits both sides alike.
+//!   bench SOCKET CARVE_PID ROUNDS CAPACITY_CALLS
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use carve::csi::controller_client::ControllerClient;
+use carve::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use carve::csi::{self};
+
+const VG: &str = "carve-thick";
+const SIZE: u64 = 8 << 20;
+
+fn lvm(args: &[&str]) -> Duration {
+    let t = Instant::now();
+    let out = Command::new("lvm")
+        .args(args)
+        .env("DM_DISABLE_UDEV", "1")
+        .env("LC_ALL", "C")
+        .output()
+        .expect("run lvm");
+    let d = t.elapsed();
+    assert!(
+        out.status.success(),
+        "lvm {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let (socket, pid) = (&a[1], &a[2]);
+    let rounds: usize = a[3].parse().unwrap();
+    let cap_calls: usize = a[4].parse().unwrap();
+    let mut c = ControllerClient::new(carve::client::connect(socket).await.unwrap());
+    let idle_rss = rss_kib(pid);
+
+    let cap = csi::VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let (mut bare_c, mut carve_c, mut bare_d, mut carve_d) = (vec![], vec![], vec![], vec![]);
+    let size = format!("{SIZE}b");
+    for i in 0..rounds {
+        // The same argv carve builds for a thick class (zeroing, signature wipe).
+        let name = format!("bare-{i}");
+        bare_c.push(lvm(&[
+            "lvcreate",
+            "--yes",
+            "--quiet",
+            "--name",
+            &name,
+            "--size",
+            &size,
+            "--zero",
+            "y",
+            "--wipesignatures",
+            "y",
+            "--addtag",
+            "bench",
+            VG,
+        ]));
+        let t = Instant::now();
+        let v = c
+            .create_volume(csi::CreateVolumeRequest {
+                name: format!("bench-{i}"),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: SIZE as i64,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![cap.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        carve_c.push(t.elapsed());
+        bare_d.push(lvm(&[
+            "lvremove",
+            "--yes",
+            "--quiet",
+            &format!("{VG}/{name}"),
+        ]));
+        let t = Instant::now();
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: v.volume_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        carve_d.push(t.elapsed());
+    }
+    let (bc, cc, bd, cd) = (
+        pct(&mut bare_c, 0.5),
+        pct(&mut carve_c, 0.5),
+        pct(&mut bare_d, 0.5),
+        pct(&mut carve_d, 0.5),
+    );
+    println!(
+        "CreateVolume  p50 {:8.1} ms   bare lvcreate p50 {:8.1} ms   ratio {:.3}  (target <= 1.10)",
+        ms(cc),
+        ms(bc),
+        cc.as_secs_f64() / bc.as_secs_f64()
+    );
+    println!(
+        "DeleteVolume  p50 {:8.1} ms   bare lvremove p50 {:8.1} ms   ratio {:.3}",
+        ms(cd),
+        ms(bd),
+        cd.as_secs_f64() / bd.as_secs_f64()
+    );
+
+    let params = HashMap::from([("carve.dev/device-class".to_string(), "bench".to_string())]);
+    let mut lat = Vec::with_capacity(cap_calls);
+    let mut avail = 0;
+    for _ in 0..cap_calls {
+        let t = Instant::now();
+        avail = c
+            .get_capacity(csi::GetCapacityRequest {
+                parameters: params.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .available_capacity;
+        lat.push(t.elapsed());
+    }
+    let lvs = c
+        .list_volumes(csi::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .len();
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    println!("GetCapacity   p50 {:8.3} ms   p99 {:8.3} ms over {cap_calls} calls with {lvs} carve LVs listed (target p99 < 1 ms); available {avail}", ms(p50), ms(p99));
+    println!(
+        "idle RSS      {:.1} MiB at start, {:.1} MiB after the run (target <= 15 MiB)",
+        idle_rss as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0
+    );
+}

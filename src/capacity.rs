@@ -126,6 +126,18 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
     }
 }
 
+/// VG bytes one new LV of `size` bytes consumes in a thick class: its data times
+/// the layout's copies/parity, plus one metadata extent per RAID image.
+pub fn vg_cost(class: &DeviceClass, size: u64, extent: u64) -> u64 {
+    let (num, den) = class.space_factor();
+    let meta = if class.raid.is_some() {
+        pvs_needed(class) * extent
+    } else {
+        0
+    };
+    size / den * num + meta
+}
+
 /// PVs one LV of this layout must span.
 fn pvs_needed(class: &DeviceClass) -> u64 {
     let stripes = class.stripes.unwrap_or(1) as u64;
@@ -211,6 +223,14 @@ mod tests {
             "volume_group='vgthick'\ntype='thin'\nthin_pool='pool0'\nover_provision_ratio=10.0",
         );
         assert_eq!(compute(&c, &s).unwrap().available, 0);
+    }
+
+    #[test]
+    fn vg_cost_counts_copies_and_raid_metadata() {
+        let c = class("volume_group='vgraid'\ntype='thick'\nraid='raid1'");
+        assert_eq!(vg_cost(&c, 100 * MI, 4 * MI), 208 * MI);
+        let c = class("volume_group='vgthick'\ntype='thick'");
+        assert_eq!(vg_cost(&c, 100 * MI, 4 * MI), 100 * MI);
     }
 
     #[test]

@@ -388,13 +388,12 @@ impl ControllerService {
             layout: String::new(),
         };
         let volume = self.volume(&lv);
-        let (num, den) = class.space_factor();
-        let thick = class.provisioning == Provisioning::Thick;
+        let thick_class = (class.provisioning == Provisioning::Thick).then(|| class.clone());
         self.state.apply(move |s| {
-            if thick {
-                if let Some(vg) = s.vgs.get_mut(&lv.vg) {
-                    vg.free = vg.free.saturating_sub(size / den * num);
-                }
+            if let (Some(c), Some(vg)) = (thick_class, s.vgs.get_mut(&lv.vg)) {
+                vg.free =
+                    vg.free
+                        .saturating_sub(crate::capacity::vg_cost(&c, size, vg.extent_size));
             }
             s.lvs.push(lv);
         });
@@ -482,11 +481,10 @@ impl ControllerService {
         }
         tracing::info!(volume_id = %req.volume_id, size = lv.size, "deleting volume");
         let size = lv.size;
-        let thick = !lv.is_thin_volume();
-        let factor = self
+        let thick_class = self
             .class_of(lv)
-            .map(|c| c.space_factor())
-            .unwrap_or((1, 1));
+            .filter(|c| c.provisioning == Provisioning::Thick)
+            .cloned();
         match self.lvm.remove(&id.vg, &id.lv).await {
             Ok(()) => {}
             Err(e) if e.kind == LvmErrorKind::NotFound => {}
@@ -504,10 +502,8 @@ impl ControllerService {
         }
         self.state.apply(move |s| {
             s.lvs.retain(|l| !(l.vg == id.vg && l.name == id.lv));
-            if thick {
-                if let Some(vg) = s.vgs.get_mut(&id.vg) {
-                    vg.free += size / factor.1 * factor.0;
-                }
+            if let (Some(c), Some(vg)) = (thick_class, s.vgs.get_mut(&id.vg)) {
+                vg.free += crate::capacity::vg_cost(&c, size, vg.extent_size);
             }
         });
         Ok(csi::DeleteVolumeResponse {})

@@ -1,0 +1,29 @@
+#!/bin/bash
+# Guest side of bench/run.sh.
+set -u
+cd "$(dirname "$0")/.."
+. hack/uml/testbed.sh || exit 1
+rounds=${BENCH_ROUNDS:-30}; lvcount=${BENCH_LVS:-1000}; calls=${BENCH_CAPACITY_CALLS:-5000}
+# A VG holding $lvcount carve-owned (inactive) LVs for the GetCapacity test; a
+# large metadata area keeps lvm from running out of room for 1,000 LVs.
+truncate -s 64G /tmp/bench.img
+pv=$(losetup -f --show /tmp/bench.img)
+lvm vgcreate -q --metadatasize 64m carve-bench "$pv" >/dev/null
+echo "bench: creating $lvcount LVs in carve-bench (one lvm shell process)..."
+for i in $(seq "$lvcount"); do
+    echo "lvcreate -q -y -an -Zn -n cv-bench-$i -L 4m --addtag carve.dev/owner=carve.dev --addtag carve.dev/class=bench carve-bench"
+done | LVM_SUPPRESS_FD_WARNINGS=1 lvm --config 'backup { backup = 0 archive = 0 }' > /dev/null 2>/tmp/bench-lvm.err
+echo "bench: $(lvm lvs --noheadings carve-bench | wc -l) LVs in carve-bench"
+cfg=/tmp/bench-config.toml
+cp "$CARVE_TESTBED_CONFIG" "$cfg"
+printf '\n[[device_class]]\nname = "bench"\nvolume_group = "carve-bench"\ntype = "thick"\n' >> "$cfg"
+sock=/tmp/bench/csi.sock; mkdir -p /tmp/bench
+target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn 2>/tmp/bench/carve.log &
+carve=$!
+for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
+sleep 1
+echo "bench: $rounds create/delete rounds on carve-thick, interleaved with bare lvcreate/lvremove"
+target/release/examples/bench "$sock" "$carve" "$rounds" "$calls"
+rc=$?
+kill -TERM $carve; wait $carve
+exit $rc

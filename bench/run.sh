@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Boots one user-mode-linux guest and prints carve-vs-bare-lvm ratios measured
+# in that boot. Knobs: BENCH_ROUNDS (30), BENCH_LVS (1000), BENCH_CAPACITY_CALLS (5000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+hack/setup.sh
+cargo build --release --bin carve --example bench
+hack/uml/run.sh bench/guest.sh
