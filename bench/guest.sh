@@ -8,11 +8,11 @@ rounds=${BENCH_ROUNDS:-30}; lvcount=${BENCH_LVS:-1000}; calls=${BENCH_CAPACITY_C
 # large metadata area keeps lvm from running out of room for 1,000 LVs.
 truncate -s 64G /tmp/bench.img
 pv=$(losetup -f --show /tmp/bench.img)
-lvm vgcreate -q --metadatasize 64m carve-bench "$pv" >/dev/null
-echo "bench: creating $lvcount LVs in carve-bench (one lvm shell process)..."
-for i in $(seq "$lvcount"); do
-    echo "lvcreate -q -y -an -Zn -n cv-bench-$i -L 4m --addtag carve.dev/owner=carve.dev --addtag carve.dev/class=bench carve-bench"
-done | LVM_SUPPRESS_FD_WARNINGS=1 lvm --config 'backup { backup = 0 archive = 0 }' > /dev/null 2>/tmp/bench-lvm.err
+lvm vgcreate -q --metadatasize 16m carve-bench "$pv" >/dev/null
+echo "bench: adding $lvcount carve-owned LVs to carve-bench (vgcfgbackup, edit, vgcfgrestore)..."
+lvm vgcfgbackup -q -f /tmp/bench-vg.txt carve-bench >/dev/null
+python3 bench/add_lvs.py /tmp/bench-vg.txt /tmp/bench-vg-lvs.txt "$lvcount" bench
+lvm vgcfgrestore -q -f /tmp/bench-vg-lvs.txt carve-bench >/dev/null || exit 1
 echo "bench: $(lvm lvs --noheadings carve-bench | wc -l) LVs in carve-bench"
 cfg=/tmp/bench-config.toml
 cp "$CARVE_TESTBED_CONFIG" "$cfg"

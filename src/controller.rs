@@ -203,50 +203,6 @@ impl ControllerService {
         }
     }
 
-    fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
-        let mut problems = Vec::new();
-        if !lv.is_active() {
-            problems.push("the LV is not active".to_string());
-        }
-        match lv.health_flag() {
-            'p' => problems.push("the LV is partial: a PV under it is missing".into()),
-            'r' => problems.push("a RAID image needs a refresh after a device error".into()),
-            'm' => problems.push("RAID mismatches were found by scrubbing".into()),
-            'X' => problems.push("LVM cannot tell the LV's health".into()),
-            _ => {}
-        }
-        if !lv.health.is_empty() && problems.is_empty() {
-            problems.push(format!("LVM reports health {:?}", lv.health));
-        }
-        if lv.is_thin_volume() {
-            match state.lv(&lv.vg, &lv.pool) {
-                None => problems.push(format!("its thin pool {} is missing", lv.pool)),
-                Some(pool) => {
-                    match pool.health_flag() {
-                        'F' => problems.push(format!("thin pool {} has failed", pool.name)),
-                        'D' => {
-                            problems.push(format!("thin pool {} is out of data space", pool.name))
-                        }
-                        'M' => problems
-                            .push(format!("thin pool {} is out of metadata space", pool.name)),
-                        _ => {}
-                    }
-                    if pool.data_percent.unwrap_or(0.0) >= 100.0 {
-                        problems.push(format!("thin pool {} data is 100% full", pool.name));
-                    }
-                }
-            }
-        }
-        csi::VolumeCondition {
-            abnormal: !problems.is_empty(),
-            message: if problems.is_empty() {
-                "volume is healthy".into()
-            } else {
-                problems.join("; ")
-            },
-        }
-    }
-
     /// The cached view, or Unavailable while LVM has never answered.
     fn view(&self) -> CsiResult<Arc<crate::state::View>> {
         self.state.get().ok_or_else(|| {
@@ -465,13 +421,19 @@ impl ControllerService {
             .try_acquire(&id.lv)
             .ok_or_else(|| Self::busy(&req.volume_id))?;
         let _vg = self.lvm.lock_vg(&id.vg).await;
-        // Ownership is checked on a fresh report under the VG lock: carve never
-        // removes an LV it cannot prove is its own.
-        let view = self
-            .state
-            .refresh()
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
+        // The cached view finds the LV without a report; a volume it does not
+        // know (created moments ago, or outside carve's view) is looked up in a
+        // fresh one. Either way lvremove itself re-checks the owner tag inside
+        // LVM's lock (--select), so a stale view can never remove a foreign LV.
+        let cached = self.view().ok().filter(|v| self.find(&v.lvm, &id).is_some());
+        let view = match cached {
+            Some(v) => v,
+            None => self
+                .state
+                .refresh()
+                .await
+                .map_err(CsiError::lvm("reading LVM state"))?,
+        };
         let Some(lv) = view.lvm.lv(&id.vg, &id.lv) else {
             return Ok(csi::DeleteVolumeResponse {});
         };
@@ -485,7 +447,8 @@ impl ControllerService {
             .class_of(lv)
             .filter(|c| c.provisioning == Provisioning::Thick)
             .cloned();
-        match self.lvm.remove(&id.vg, &id.lv).await {
+        let owner_tag = names::tag(names::TAG_OWNER, &self.driver_name);
+        match self.lvm.remove(&id.vg, &id.lv, &owner_tag).await {
             Ok(()) => {}
             Err(e) if e.kind == LvmErrorKind::NotFound => {}
             Err(e) if e.kind == LvmErrorKind::InUse => {
@@ -511,7 +474,7 @@ impl ControllerService {
 
     /// Looks a volume up in the cache, then (for volumes created moments ago or
     /// outside carve's view) in a fresh report.
-    async fn lookup(
+    pub(crate) async fn lookup(
         &self,
         volume_id: &str,
     ) -> CsiResult<(VolumeId, LvInfo, Arc<crate::state::View>)> {
@@ -629,7 +592,7 @@ impl ControllerService {
                     volume: Some(self.volume(lv)),
                     status: Some(csi::list_volumes_response::VolumeStatus {
                         published_node_ids: vec![],
-                        volume_condition: Some(Self::condition(lv, &view.lvm)),
+                        volume_condition: Some(crate::health::condition(lv, &view.lvm)),
                     }),
                 })
                 .collect(),
@@ -670,7 +633,7 @@ impl ControllerService {
         }
     }
 
-    async fn expand(
+    pub(crate) async fn expand(
         &self,
         req: csi::ControllerExpandVolumeRequest,
     ) -> CsiResult<csi::ControllerExpandVolumeResponse> {
@@ -782,7 +745,7 @@ impl ControllerService {
             volume: Some(self.volume(&lv)),
             status: Some(csi::controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![],
-                volume_condition: Some(Self::condition(&lv, &view.lvm)),
+                volume_condition: Some(crate::health::condition(&lv, &view.lvm)),
             }),
         })
     }

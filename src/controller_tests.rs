@@ -94,12 +94,13 @@ type = "thick"
 raid = "raid1"
 "#;
 
-async fn setup() -> (ControllerService, Arc<Scripted>) {
+async fn setup() -> (Arc<ControllerService>, Arc<Scripted>) {
     let runner = Arc::new(Scripted::default());
     let opts = Options {
         endpoint: "unix:///unused".into(),
         node_id: "node-a".into(),
         driver_name: "carve.dev".into(),
+        max_volumes: 0,
         config: Config::parse(CONFIG, "test").unwrap(),
     };
     let s = services(&opts, runner.clone());

@@ -25,6 +25,12 @@ pub enum CsiError {
     #[error("{0}")]
     Unavailable(String),
     #[error("{context}: {source}")]
+    Command {
+        context: String,
+        #[source]
+        source: crate::fs::CommandError,
+    },
+    #[error("{context}: {source}")]
     Lvm {
         context: String,
         #[source]
@@ -40,6 +46,11 @@ impl CsiError {
         move |source| CsiError::Lvm { context, source }
     }
 
+    pub fn command(context: impl Into<String>) -> impl FnOnce(crate::fs::CommandError) -> CsiError {
+        let context = context.into();
+        move |source| CsiError::Command { context, source }
+    }
+
     pub fn code(&self) -> Code {
         match self {
             CsiError::InvalidArgument(_) => Code::InvalidArgument,
@@ -50,6 +61,8 @@ impl CsiError {
             CsiError::FailedPrecondition(_) => Code::FailedPrecondition,
             CsiError::Aborted(_) => Code::Aborted,
             CsiError::Unavailable(_) => Code::Unavailable,
+            // mkfs, mount, resize: a failure of the node's own tools.
+            CsiError::Command { .. } => Code::Internal,
             CsiError::Lvm { source, .. } => match source.kind {
                 LvmErrorKind::NotFound => Code::NotFound,
                 LvmErrorKind::NoSpace => Code::ResourceExhausted,

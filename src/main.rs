@@ -43,6 +43,9 @@ enum Command {
         /// Node configuration file (TOML): device classes and tuning.
         #[arg(long, env = "CARVE_CONFIG", default_value = "/etc/carve/config.toml")]
         config: PathBuf,
+        /// Most volumes this node may hold (NodeGetInfo max_volumes_per_node); 0 = no limit.
+        #[arg(long, env = "CARVE_MAX_VOLUMES", default_value_t = 0)]
+        max_volumes_per_node: i64,
         /// The lvm binary to run.
         #[arg(long, env = "CARVE_LVM", default_value = "lvm")]
         lvm: String,
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
             node_id,
             driver_name,
             config,
+            max_volumes_per_node,
             lvm,
         } => {
             let config = match Config::load(&config) {
@@ -93,6 +97,10 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::from(2);
                 }
             };
+            if max_volumes_per_node < 0 {
+                eprintln!("carve: --max-volumes-per-node must not be negative");
+                return std::process::ExitCode::from(2);
+            }
             if node_id.is_empty() || driver_name.is_empty() {
                 eprintln!("carve: --node-id and --driver-name must not be empty");
                 return std::process::ExitCode::from(2);
@@ -119,6 +127,7 @@ fn main() -> std::process::ExitCode {
                     endpoint,
                     node_id,
                     driver_name,
+                    max_volumes: max_volumes_per_node,
                     config,
                 };
                 match carve::server::serve(opts, runner).await {

@@ -9,10 +9,11 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::controller::ControllerService;
-use crate::csi::{controller_server::ControllerServer, identity_server::IdentityServer};
+use crate::csi::{controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer};
 use crate::identity::IdentityService;
 use crate::inflight::InFlight;
 use crate::lvm::{Lvm, LvmRunner};
+use crate::node::NodeService;
 use crate::state::StateCache;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,13 +73,16 @@ pub struct Options {
     pub endpoint: String,
     pub node_id: String,
     pub driver_name: String,
+    /// NodeGetInfo's max_volumes_per_node; 0 = no limit.
+    pub max_volumes: i64,
     pub config: Config,
 }
 
 /// Everything the services share, built once.
 pub struct Services {
     pub identity: IdentityService,
-    pub controller: ControllerService,
+    pub controller: Arc<ControllerService>,
+    pub node: NodeService,
     pub state: Arc<StateCache>,
 }
 
@@ -86,20 +90,27 @@ pub fn services(opts: &Options, runner: Arc<dyn LvmRunner>) -> Services {
     let config = Arc::new(opts.config.clone());
     let lvm = Arc::new(Lvm::new(runner));
     let state = StateCache::new(lvm.clone(), config.clone());
+    let controller = Arc::new(ControllerService {
+        driver_name: opts.driver_name.clone(),
+        node_id: opts.node_id.clone(),
+        config: config.clone(),
+        lvm,
+        state: state.clone(),
+        inflight: InFlight::default(),
+    });
     Services {
         identity: IdentityService {
             driver_name: opts.driver_name.clone(),
             config: config.clone(),
             state: state.clone(),
         },
-        controller: ControllerService {
-            driver_name: opts.driver_name.clone(),
+        node: NodeService {
             node_id: opts.node_id.clone(),
-            config,
-            lvm,
-            state: state.clone(),
-            inflight: InFlight::default(),
+            max_volumes: opts.max_volumes,
+            controller: controller.clone(),
+            timeout: config.lvm_timeout(),
         },
+        controller,
         state,
     }
 }
@@ -132,7 +143,8 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(s.identity))
-        .add_service(ControllerServer::new(s.controller))
+        .add_service(ControllerServer::from_arc(s.controller))
+        .add_service(NodeServer::new(s.node))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -17,6 +17,9 @@ use carve::csi::{self};
 use tonic::transport::Channel;
 use tonic::Code;
 
+#[path = "real_lvm/node.rs"]
+mod node;
+
 const MI: i64 = 1 << 20;
 const GI: i64 = 1 << 30;
 const NODE: &str = "uml-node";

@@ -110,13 +110,22 @@ pub fn lvcreate(spec: &CreateLv<'_>) -> Vec<String> {
     a
 }
 
-pub fn lvremove(vg: &str, lv: &str) -> Vec<String> {
+/// lvremove restricted by selection to LVs carrying the owner tag: LVM itself
+/// refuses to remove an LV that is not carve's, whatever carve's view says.
+pub fn lvremove(vg: &str, lv: &str, owner_tag: &str) -> Vec<String> {
     vec![
         s("lvremove"),
         s("--yes"),
         s("--quiet"),
+        s("--select"),
+        format!("lv_tags={owner_tag}"),
         format!("{vg}/{lv}"),
     ]
+}
+
+/// Activates an LV (a node restart or an operator may have left it inactive).
+pub fn lvchange_activate(vg: &str, lv: &str) -> Vec<String> {
+    vec![s("lvchange"), s("--quiet"), s("--activate"), s("y"), format!("{vg}/{lv}")]
 }
 
 /// Grows an LV to exactly `size_bytes`; the filesystem is grown by the node.
@@ -189,7 +198,10 @@ mod tests {
 
     #[test]
     fn simple_builders() {
-        assert_eq!(join(lvremove("vg", "lv")), "lvremove --yes --quiet vg/lv");
+        assert_eq!(
+            join(lvremove("vg", "lv", "carve.dev/owner=carve.dev")),
+            "lvremove --yes --quiet --select lv_tags=carve.dev/owner=carve.dev vg/lv"
+        );
         assert_eq!(
             join(lvextend("vg", "lv", 8 << 20)),
             "lvextend --quiet --size 8388608b vg/lv"

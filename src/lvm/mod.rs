@@ -102,9 +102,10 @@ impl Lvm {
         self.call(args::lvcreate(spec)).await.map(drop)
     }
 
-    /// Removes an LV. Call with the VG's lock held, after checking ownership.
-    pub async fn remove(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
-        self.call(args::lvremove(vg, lv)).await.map(drop)
+    /// Removes an LV if, and only if, it carries `owner_tag` (LVM checks the
+    /// tag under its own VG lock). Call with carve's VG lock held.
+    pub async fn remove(&self, vg: &str, lv: &str, owner_tag: &str) -> Result<(), LvmError> {
+        self.call(args::lvremove(vg, lv, owner_tag)).await.map(drop)
     }
 
     /// Grows an LV to `size_bytes`. Call with the VG's lock held.
@@ -112,6 +113,11 @@ impl Lvm {
         self.call(args::lvextend(vg, lv, size_bytes))
             .await
             .map(drop)
+    }
+
+    /// Activates an LV.
+    pub async fn activate(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
+        self.call(args::lvchange_activate(vg, lv)).await.map(drop)
     }
 
     /// `lvm version`: proves the binary runs at all (start-up check).
