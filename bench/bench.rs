@@ -32,6 +32,15 @@ fn lvm(args: &[&str]) -> Duration {
     d
 }
 
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -140,6 +149,73 @@ async fn main() {
         cd.as_secs_f64() / bd.as_secs_f64()
     );
 
+    // NodeStage vs a bare mkfs + mount of the same LV: each round formats and
+    // mounts the LV by hand, unmounts and wipes it, then lets carve stage it
+    // (blkid probe, the same mkfs, mount, mount-table check).
+    let mut node =
+        carve::csi::node_client::NodeClient::new(carve::client::connect(socket).await.unwrap());
+    let (mut bare_s, mut carve_s) = (vec![], vec![]);
+    let stage_rounds = rounds.min(10);
+    for i in 0..stage_rounds {
+        let v = c
+            .create_volume(csi::CreateVolumeRequest {
+                name: format!("stage-{i}"),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: 256 << 20,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![cap.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap();
+        let dev = format!("/dev/{}", v.volume_id);
+        let dir = format!("/tmp/bench/stage-{i}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Instant::now();
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                &dev,
+            ],
+        );
+        run("mount", &["-t", "ext4", "-o", "defaults", &dev, &dir]);
+        bare_s.push(t.elapsed());
+        run("umount", &[&dir]);
+        run("wipefs", &["-q", "-a", &dev]);
+        let t = Instant::now();
+        node.node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            staging_target_path: dir.clone(),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        carve_s.push(t.elapsed());
+        node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            staging_target_path: dir,
+        })
+        .await
+        .unwrap();
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: v.volume_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let (bs, cs) = (pct(&mut bare_s, 0.5), pct(&mut carve_s, 0.5));
+    println!("NodeStage     p50 {:8.1} ms   bare mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.10; {stage_rounds} rounds, 256 MiB ext4)", ms(cs), ms(bs), cs.as_secs_f64() / bs.as_secs_f64());
+
     let params = HashMap::from([("carve.dev/device-class".to_string(), "bench".to_string())]);
     let mut lat = Vec::with_capacity(cap_calls);
     let mut avail = 0;
@@ -156,6 +232,20 @@ async fn main() {
             .available_capacity;
         lat.push(t.elapsed());
     }
+    // The floor: the cheapest RPC carve has, over the same socket in the same
+    // guest, so GetCapacity's own cost can be told from gRPC and UML syscalls.
+    let mut id = carve::csi::identity_client::IdentityClient::new(
+        carve::client::connect(socket).await.unwrap(),
+    );
+    let mut floor = Vec::with_capacity(cap_calls);
+    for _ in 0..cap_calls {
+        let t = Instant::now();
+        id.get_plugin_info(csi::GetPluginInfoRequest {})
+            .await
+            .unwrap();
+        floor.push(t.elapsed());
+    }
+    let (f50, f99) = (pct(&mut floor, 0.5), pct(&mut floor, 0.99));
     let lvs = c
         .list_volumes(csi::ListVolumesRequest::default())
         .await
@@ -165,6 +255,7 @@ async fn main() {
         .len();
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     println!("GetCapacity   p50 {:8.3} ms   p99 {:8.3} ms over {cap_calls} calls with {lvs} carve LVs listed (target p99 < 1 ms); available {avail}", ms(p50), ms(p99));
+    println!("GetPluginInfo p50 {:8.3} ms   p99 {:8.3} ms (the gRPC round-trip floor in this guest); GetCapacity p99 / floor p99 = {:.2}", ms(f50), ms(f99), p99.as_secs_f64() / f99.as_secs_f64());
     println!(
         "idle RSS      {:.1} MiB at start, {:.1} MiB after the run (target <= 15 MiB)",
         idle_rss as f64 / 1024.0,

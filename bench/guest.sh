@@ -3,7 +3,7 @@
 set -u
 cd "$(dirname "$0")/.."
 . hack/uml/testbed.sh || exit 1
-rounds=${BENCH_ROUNDS:-30}; lvcount=${BENCH_LVS:-1000}; calls=${BENCH_CAPACITY_CALLS:-5000}
+rounds=${1:-30}; lvcount=${2:-1000}; calls=${3:-5000}
 # A VG holding $lvcount carve-owned (inactive) LVs for the GetCapacity test; a
 # large metadata area keeps lvm from running out of room for 1,000 LVs.
 truncate -s 64G /tmp/bench.img

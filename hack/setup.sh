@@ -3,7 +3,7 @@
 # protoc for the CSI proto, LVM and filesystem tools, and user-mode-linux,
 # the kernel that gives the tests real device-mapper without touching the host.
 set -euo pipefail
-pkgs=(protobuf-compiler user-mode-linux lvm2 thin-provisioning-tools kmod util-linux
+pkgs=(protobuf-compiler libblkid-dev user-mode-linux lvm2 thin-provisioning-tools kmod util-linux
       e2fsprogs xfsprogs btrfs-progs python3)
 missing=()
 for p in "${pkgs[@]}"; do

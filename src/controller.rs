@@ -311,7 +311,7 @@ impl ControllerService {
             Err(e) if e.kind == LvmErrorKind::Exists => {
                 let fresh = self
                     .state
-                    .refresh()
+                    .refresh_vg(&class.volume_group)
                     .await
                     .map_err(CsiError::lvm("reading LVM state"))?;
                 if let Some(v) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
@@ -425,12 +425,15 @@ impl ControllerService {
         // know (created moments ago, or outside carve's view) is looked up in a
         // fresh one. Either way lvremove itself re-checks the owner tag inside
         // LVM's lock (--select), so a stale view can never remove a foreign LV.
-        let cached = self.view().ok().filter(|v| self.find(&v.lvm, &id).is_some());
+        let cached = self
+            .view()
+            .ok()
+            .filter(|v| self.find(&v.lvm, &id).is_some());
         let view = match cached {
             Some(v) => v,
             None => self
                 .state
-                .refresh()
+                .refresh_vg(&id.vg)
                 .await
                 .map_err(CsiError::lvm("reading LVM state"))?,
         };
@@ -474,6 +477,20 @@ impl ControllerService {
 
     /// Looks a volume up in the cache, then (for volumes created moments ago or
     /// outside carve's view) in a fresh report.
+    /// Like [`Self::lookup`], but answered from the cached view when it knows the
+    /// volume: for node calls on the hot path (stage, publish), which check the
+    /// device node itself and fall back to [`Self::lookup`] when it is missing.
+    pub(crate) async fn lookup_cached(&self, volume_id: &str) -> CsiResult<LvInfo> {
+        if let (Some(id), Some(view)) = (VolumeId::parse(volume_id), self.state.get()) {
+            if self.managed_vg(&id.vg) {
+                if let Some(lv) = self.find(&view.lvm, &id) {
+                    return Ok(lv.clone());
+                }
+            }
+        }
+        self.lookup(volume_id).await.map(|(_, lv, _)| lv)
+    }
+
     pub(crate) async fn lookup(
         &self,
         volume_id: &str,
@@ -490,11 +507,12 @@ impl ControllerService {
         let id = VolumeId::parse(volume_id)
             .filter(|id| self.managed_vg(&id.vg))
             .ok_or_else(not_found)?;
-        let view = self
-            .state
-            .refresh()
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
+        // Only this volume's VG is re-read: its current state matters here.
+        let view = match self.state.refresh_vg(&id.vg).await {
+            Ok(v) => v,
+            Err(e) if e.kind == LvmErrorKind::NotFound => return Err(not_found()),
+            Err(e) => return Err(CsiError::lvm("reading LVM state")(e)),
+        };
         let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;
         Ok((id, lv, view))
     }
@@ -668,7 +686,7 @@ impl ControllerService {
         let _vg = self.lvm.lock_vg(&id.vg).await;
         let view = self
             .state
-            .refresh()
+            .refresh_vg(&id.vg)
             .await
             .map_err(CsiError::lvm("reading LVM state"))?;
         let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;

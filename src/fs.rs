@@ -61,7 +61,13 @@ pub fn mkfs(fs: &str, device: &str) -> (String, Vec<String>) {
         "btrfs" => ("mkfs.btrfs".into(), s(&["-q", "-f", "--nodiscard", device])),
         _ => (
             "mkfs.ext4".into(),
-            s(&["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", device]),
+            s(&[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                device,
+            ]),
         ),
     }
 }
@@ -72,7 +78,10 @@ pub fn grow(fs: &str, device: &str, mount_point: &str) -> Option<(String, Vec<St
     match fs {
         "ext4" | "ext3" | "ext2" => Some(("resize2fs".into(), s(&[device]))),
         "xfs" => Some(("xfs_growfs".into(), s(&[mount_point]))),
-        "btrfs" => Some(("btrfs".into(), s(&["filesystem", "resize", "max", mount_point]))),
+        "btrfs" => Some((
+            "btrfs".into(),
+            s(&["filesystem", "resize", "max", mount_point]),
+        )),
         _ => None,
     }
 }
@@ -87,7 +96,11 @@ pub struct CommandError {
 }
 
 /// Runs `program args` and returns its stdout, or the failure with stderr.
-pub async fn run(program: &str, args: &[String], timeout: Duration) -> Result<exec::Finished, CommandError> {
+pub async fn run(
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<exec::Finished, CommandError> {
     let line = exec::display(program, args);
     tracing::debug!(command = %line, "exec");
     match exec::run(program, args, &[], timeout).await {
@@ -114,32 +127,42 @@ pub enum Signature {
     Other(String),
 }
 
-pub fn parse_blkid(stdout: &str) -> Signature {
-    let mut fs = None;
-    let mut other = None;
-    for line in stdout.lines() {
-        if let Some(v) = line.strip_prefix("TYPE=") {
-            fs = Some(v.to_string());
-        } else if let Some(v) = line.strip_prefix("PTTYPE=") {
-            other = Some(format!("partition table {v}"));
-        }
-    }
-    match (fs, other) {
-        (Some(t), _) if t.ends_with("_member") || t == "swap" => Signature::Other(t),
-        (Some(t), _) => Signature::Filesystem(t),
-        (None, Some(o)) => Signature::Other(o),
-        (None, None) => Signature::None,
+/// Classifies what libblkid found: a filesystem carve may mount, or a
+/// signature it must not format over.
+pub fn classify(found: crate::blkid::Found) -> Signature {
+    use crate::blkid::Found;
+    match found {
+        Found::Nothing => Signature::None,
+        Found::Ambiguous => Signature::Other("several contradicting signatures".into()),
+        Found::Values {
+            fs_type: Some(t), ..
+        } if t.ends_with("_member") || t == "swap" => Signature::Other(t),
+        Found::Values {
+            fs_type: Some(t), ..
+        } => Signature::Filesystem(t),
+        Found::Values {
+            pt_type: Some(p), ..
+        } => Signature::Other(format!("partition table {p}")),
+        Found::Values { .. } => Signature::Other("an unnamed signature".into()),
     }
 }
 
-/// Probes a device for signatures. blkid exits 2 when it finds none.
-pub async fn probe(device: &str, timeout: Duration) -> Result<Signature, CommandError> {
-    let args: Vec<String> = ["-p", "-o", "export", device].iter().map(|s| s.to_string()).collect();
-    match run("blkid", &args, timeout).await {
-        Ok(f) => Ok(parse_blkid(&f.stdout)),
-        Err(e) if e.code == Some(2) => Ok(Signature::None),
-        Err(e) => Err(e),
-    }
+/// Probes a device for signatures (in-process libblkid, off the async threads).
+pub async fn probe(device: &str) -> Result<Signature, CommandError> {
+    let dev = device.to_string();
+    let found = tokio::task::spawn_blocking(move || crate::blkid::probe(&dev))
+        .await
+        .map_err(|e| CommandError {
+            command: format!("probe {device}"),
+            code: None,
+            detail: e.to_string(),
+        })?
+        .map_err(|e| CommandError {
+            command: format!("probe {device}"),
+            code: None,
+            detail: e.to_string(),
+        })?;
+    Ok(classify(found))
 }
 
 #[cfg(test)]
@@ -152,7 +175,13 @@ mod tests {
             mkfs("ext4", "/dev/vg/lv").1.join(" "),
             "-q -F -E lazy_itable_init=1,lazy_journal_init=1,nodiscard /dev/vg/lv"
         );
-        assert_eq!(mkfs("xfs", "/dev/vg/lv"), ("mkfs.xfs".into(), vec!["-q".into(), "-f".into(), "-K".into(), "/dev/vg/lv".into()]));
+        assert_eq!(
+            mkfs("xfs", "/dev/vg/lv"),
+            (
+                "mkfs.xfs".into(),
+                vec!["-q".into(), "-f".into(), "-K".into(), "/dev/vg/lv".into()]
+            )
+        );
         assert_eq!(mkfs("btrfs", "/d").0, "mkfs.btrfs");
         assert_eq!(grow("xfs", "/d", "/m").unwrap().1, vec!["/m".to_string()]);
         assert_eq!(grow("ext4", "/d", "/m").unwrap().1, vec!["/d".to_string()]);
@@ -162,7 +191,12 @@ mod tests {
 
     #[test]
     fn flags_and_paths() {
-        for ok in ["noatime", "discard", "commit=60", "context=system_u:object_r:x:s0"] {
+        for ok in [
+            "noatime",
+            "discard",
+            "commit=60",
+            "context=system_u:object_r:x:s0",
+        ] {
             check_mount_flag(ok).unwrap();
         }
         for bad in ["", "a,b", "ro bind", "-o", "x;y", "a\nb"] {
@@ -175,10 +209,25 @@ mod tests {
     }
 
     #[test]
-    fn blkid_output() {
-        assert_eq!(parse_blkid(""), Signature::None);
-        assert_eq!(parse_blkid("DEVNAME=/dev/x\nUUID=1\nTYPE=ext4\n"), Signature::Filesystem("ext4".into()));
-        assert_eq!(parse_blkid("DEVNAME=/dev/x\nTYPE=LVM2_member\n"), Signature::Other("LVM2_member".into()));
-        assert_eq!(parse_blkid("PTTYPE=gpt\n"), Signature::Other("partition table gpt".into()));
+    fn signatures_are_classified() {
+        use crate::blkid::Found;
+        let v = |fs: Option<&str>, pt: Option<&str>| Found::Values {
+            fs_type: fs.map(Into::into),
+            pt_type: pt.map(Into::into),
+        };
+        assert_eq!(classify(Found::Nothing), Signature::None);
+        assert_eq!(
+            classify(v(Some("ext4"), None)),
+            Signature::Filesystem("ext4".into())
+        );
+        assert_eq!(
+            classify(v(Some("LVM2_member"), None)),
+            Signature::Other("LVM2_member".into())
+        );
+        assert_eq!(
+            classify(v(None, Some("gpt"))),
+            Signature::Other("partition table gpt".into())
+        );
+        assert!(matches!(classify(Found::Ambiguous), Signature::Other(_)));
     }
 }

@@ -27,11 +27,10 @@ pub fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
             Some(pool) => {
                 match pool.health_flag() {
                     'F' => problems.push(format!("thin pool {} has failed", pool.name)),
-                    'D' => {
-                        problems.push(format!("thin pool {} is out of data space", pool.name))
+                    'D' => problems.push(format!("thin pool {} is out of data space", pool.name)),
+                    'M' => {
+                        problems.push(format!("thin pool {} is out of metadata space", pool.name))
                     }
-                    'M' => problems
-                        .push(format!("thin pool {} is out of metadata space", pool.name)),
                     _ => {}
                 }
                 if pool.data_percent.unwrap_or(0.0) >= 100.0 {
@@ -49,4 +48,3 @@ pub fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
         },
     }
 }
-

@@ -1,3 +1,4 @@
+pub mod blkid;
 pub mod capability;
 pub mod capacity;
 pub mod client;
@@ -12,8 +13,9 @@ pub mod identity;
 pub mod inflight;
 pub mod lvm;
 pub mod mountinfo;
-pub mod node;
 pub mod names;
+pub mod node;
 pub mod params;
 pub mod server;
 pub mod state;
+pub mod sysmount;

@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(m[4].root, "/mapper/carve--thick-cv--b");
         assert!(m[4].read_only());
         assert!(!m[3].read_only());
-        assert_eq!(at(&m, Path::new("/tmp/sanity/stage")).unwrap().source, "/dev/mapper/carve--thick-cv--a");
+        assert_eq!(
+            at(&m, Path::new("/tmp/sanity/stage")).unwrap().source,
+            "/dev/mapper/carve--thick-cv--a"
+        );
         assert!(at(&m, Path::new("/tmp/sanity")).is_none());
     }
 

@@ -26,10 +26,6 @@ pub struct NodeService {
     pub timeout: Duration,
 }
 
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
 /// (major, minor) of a device number, as glibc's gnu_dev_major/minor.
 fn split_dev(dev: u64) -> (u32, u32) {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
@@ -38,13 +34,24 @@ fn split_dev(dev: u64) -> (u32, u32) {
 }
 
 fn device_number(path: &str) -> CsiResult<(u32, u32)> {
-    let m = std::fs::metadata(path)
-        .map_err(|e| CsiError::FailedPrecondition(format!("device {path} is not available: {e}")))?;
+    let m = std::fs::metadata(path).map_err(|e| {
+        CsiError::FailedPrecondition(format!("device {path} is not available: {e}"))
+    })?;
     Ok(split_dev(m.rdev()))
 }
 
+/// Whether a mount is of the block device `dev`. btrfs reports an anonymous
+/// device number in mountinfo, so the mount's source path is checked too.
+fn mount_is_device(m: &mountinfo::Mount, dev: (u32, u32)) -> bool {
+    (m.major, m.minor) == dev
+        || std::fs::metadata(&m.source)
+            .map(|md| md.file_type().is_block_device() && split_dev(md.rdev()) == dev)
+            .unwrap_or(false)
+}
+
 fn mounts() -> CsiResult<Vec<mountinfo::Mount>> {
-    mountinfo::read().map_err(|e| CsiError::Unavailable(format!("cannot read /proc/self/mountinfo: {e}")))
+    mountinfo::read()
+        .map_err(|e| CsiError::Unavailable(format!("cannot read /proc/self/mountinfo: {e}")))
 }
 
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> CsiError {
@@ -65,7 +72,8 @@ fn check_path(what: &str, p: &str) -> CsiResult<()> {
 
 /// Validates a capability and its mount flags; returns it.
 fn check_cap(cap: Option<&csi::VolumeCapability>) -> CsiResult<&csi::VolumeCapability> {
-    let cap = cap.ok_or_else(|| CsiError::InvalidArgument("volume_capability is required".into()))?;
+    let cap =
+        cap.ok_or_else(|| CsiError::InvalidArgument("volume_capability is required".into()))?;
     capability::check(cap).map_err(CsiError::InvalidArgument)?;
     if let Some(AccessType::Mount(m)) = &cap.access_type {
         for f in &m.mount_flags {
@@ -85,24 +93,35 @@ fn device_path(lv: &LvInfo) -> String {
 
 impl NodeService {
     async fn cmd(&self, program: &str, args: Vec<String>, context: String) -> CsiResult<()> {
-        fs::run(program, &args, self.timeout).await.map(drop).map_err(CsiError::command(context))
+        fs::run(program, &args, self.timeout)
+            .await
+            .map(drop)
+            .map_err(CsiError::command(context))
     }
 
-    /// The carve volume behind `volume_id`, or NotFound.
+    /// The carve volume behind `volume_id`, or NotFound. Served from the
+    /// cached view when it knows the volume; [`Self::ensure_active`] then checks
+    /// the device node itself.
     async fn volume(&self, volume_id: &str) -> CsiResult<LvInfo> {
-        let (_, lv, _) = self.controller.lookup(volume_id).await?;
-        Ok(lv)
+        self.controller.lookup_cached(volume_id).await
     }
 
     fn guard(&self, lv: &LvInfo) -> CsiResult<crate::inflight::Guard> {
         self.controller
             .inflight
             .try_acquire(&lv.name)
-            .ok_or_else(|| CsiError::Aborted(format!("an operation on volume {}/{} is already in progress", lv.vg, lv.name)))
+            .ok_or_else(|| {
+                CsiError::Aborted(format!(
+                    "an operation on volume {}/{} is already in progress",
+                    lv.vg, lv.name
+                ))
+            })
     }
 
+    /// Makes sure the LV's device node exists, activating the LV if needed.
+    /// The device node, not a possibly cached lv_attr, is the test.
     async fn ensure_active(&self, lv: &LvInfo) -> CsiResult<()> {
-        if lv.is_active() {
+        if Path::new(&device_path(lv)).exists() {
             return Ok(());
         }
         tracing::info!(lv = %format!("{}/{}", lv.vg, lv.name), "activating LV");
@@ -116,7 +135,10 @@ impl NodeService {
         Ok(())
     }
 
-    async fn stage(&self, req: csi::NodeStageVolumeRequest) -> CsiResult<csi::NodeStageVolumeResponse> {
+    async fn stage(
+        &self,
+        req: csi::NodeStageVolumeRequest,
+    ) -> CsiResult<csi::NodeStageVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         check_path("staging_target_path", &req.staging_target_path)?;
         let cap = check_cap(req.volume_capability.as_ref())?;
@@ -127,18 +149,27 @@ impl NodeService {
             // Raw block: publish bind-mounts the device node itself.
             return Ok(csi::NodeStageVolumeResponse {});
         }
-        let Some(AccessType::Mount(m)) = &cap.access_type else { unreachable!("checked above") };
-        let fs_type = [m.fs_type.as_str(), req.volume_context.get(CTX_FS_TYPE).map(String::as_str).unwrap_or("")]
-            .into_iter()
-            .find(|f| !f.is_empty())
-            .unwrap_or("ext4")
-            .to_string();
+        let Some(AccessType::Mount(m)) = &cap.access_type else {
+            unreachable!("checked above")
+        };
+        let fs_type = [
+            m.fs_type.as_str(),
+            req.volume_context
+                .get(CTX_FS_TYPE)
+                .map(String::as_str)
+                .unwrap_or(""),
+        ]
+        .into_iter()
+        .find(|f| !f.is_empty())
+        .unwrap_or("ext4")
+        .to_string();
         let device = device_path(&lv);
         let dev = device_number(&device)?;
         let staging = Path::new(&req.staging_target_path);
-        std::fs::create_dir_all(staging).map_err(io_err(format!("creating {}", staging.display())))?;
+        std::fs::create_dir_all(staging)
+            .map_err(io_err(format!("creating {}", staging.display())))?;
         if let Some(existing) = mountinfo::at(&mounts()?, staging) {
-            if (existing.major, existing.minor) == dev && existing.fs_type == fs_type {
+            if mount_is_device(&existing, dev) && existing.fs_type == fs_type {
                 return Ok(csi::NodeStageVolumeResponse {});
             }
             return Err(CsiError::AlreadyExists(format!(
@@ -150,7 +181,7 @@ impl NodeService {
                 req.volume_id
             )));
         }
-        match fs::probe(&device, self.timeout).await.map_err(CsiError::command("probing for a filesystem"))? {
+        match fs::probe(&device).await.map_err(CsiError::command("probing for a filesystem"))? {
             Signature::None => {
                 let (prog, args) = fs::mkfs(&fs_type, &device);
                 tracing::info!(volume_id = %req.volume_id, fs = %fs_type, "formatting new volume");
@@ -172,14 +203,11 @@ impl NodeService {
         }
         let mut opts = fs::default_mount_options(&fs_type);
         opts.extend(m.mount_flags.iter().cloned());
-        self.cmd(
-            "mount",
-            vec!["-t".into(), fs_type.clone(), "-o".into(), opts.join(","), device.clone(), req.staging_target_path.clone()],
+        crate::sysmount::mount_fs(&device, staging, &fs_type, &opts).map_err(CsiError::command(
             format!("mounting {device} on {}", staging.display()),
-        )
-        .await?;
+        ))?;
         match mountinfo::at(&mounts()?, staging) {
-            Some(m) if (m.major, m.minor) == dev => Ok(csi::NodeStageVolumeResponse {}),
+            Some(m) if mount_is_device(&m, dev) => Ok(csi::NodeStageVolumeResponse {}),
             _ => Err(CsiError::FailedPrecondition(format!(
                 "mount of {device} on {} reported success but the mount table does not show it",
                 staging.display()
@@ -193,26 +221,42 @@ impl NodeService {
             if mountinfo::at(&mounts()?, path).is_none() {
                 return Ok(());
             }
-            self.cmd("umount", vec![path.display().to_string()], format!("unmounting {}", path.display()))
-                .await?;
+            crate::sysmount::umount(path)
+                .map_err(CsiError::command(format!("unmounting {}", path.display())))?;
         }
-        Err(CsiError::FailedPrecondition(format!("{} is still mounted after 8 unmounts", path.display())))
+        Err(CsiError::FailedPrecondition(format!(
+            "{} is still mounted after 8 unmounts",
+            path.display()
+        )))
     }
 
-    async fn unstage(&self, req: csi::NodeUnstageVolumeRequest) -> CsiResult<csi::NodeUnstageVolumeResponse> {
+    async fn unstage(
+        &self,
+        req: csi::NodeUnstageVolumeRequest,
+    ) -> CsiResult<csi::NodeUnstageVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         check_path("staging_target_path", &req.staging_target_path)?;
-        let key = req.volume_id.rsplit('/').next().unwrap_or_default().to_string();
-        let _g = self
-            .controller
-            .inflight
-            .try_acquire(&key)
-            .ok_or_else(|| CsiError::Aborted(format!("an operation on volume {} is already in progress", req.volume_id)))?;
-        self.unmount_all(Path::new(&req.staging_target_path)).await?;
+        let key = req
+            .volume_id
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let _g = self.controller.inflight.try_acquire(&key).ok_or_else(|| {
+            CsiError::Aborted(format!(
+                "an operation on volume {} is already in progress",
+                req.volume_id
+            ))
+        })?;
+        self.unmount_all(Path::new(&req.staging_target_path))
+            .await?;
         Ok(csi::NodeUnstageVolumeResponse {})
     }
 
-    async fn publish(&self, req: csi::NodePublishVolumeRequest) -> CsiResult<csi::NodePublishVolumeResponse> {
+    async fn publish(
+        &self,
+        req: csi::NodePublishVolumeRequest,
+    ) -> CsiResult<csi::NodePublishVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         check_path("target_path", &req.target_path)?;
         check_path("staging_target_path", &req.staging_target_path)?;
@@ -228,14 +272,18 @@ impl NodeService {
             let device = device_path(&lv);
             let dev = device_number(&device)?;
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(io_err(format!("creating {}", parent.display())))?;
+                std::fs::create_dir_all(parent)
+                    .map_err(io_err(format!("creating {}", parent.display())))?;
             }
             if mountinfo::at(&all, target).is_some() {
-                let same = std::fs::metadata(target).map(|m| split_dev(m.rdev()) == dev).unwrap_or(false);
+                let same = std::fs::metadata(target)
+                    .map(|m| split_dev(m.rdev()) == dev)
+                    .unwrap_or(false);
                 return self.already(target, same, read_only, &all, &req.volume_id);
             }
             if !target.exists() {
-                std::fs::File::create(target).map_err(io_err(format!("creating {}", target.display())))?;
+                std::fs::File::create(target)
+                    .map_err(io_err(format!("creating {}", target.display())))?;
             }
             device
         } else {
@@ -251,24 +299,21 @@ impl NodeService {
                 let same = (existing.major, existing.minor) == (staged.major, staged.minor);
                 return self.already(target, same, read_only, &all, &req.volume_id);
             }
-            std::fs::create_dir_all(target).map_err(io_err(format!("creating {}", target.display())))?;
+            std::fs::create_dir_all(target)
+                .map_err(io_err(format!("creating {}", target.display())))?;
             req.staging_target_path.clone()
         };
-        self.cmd(
-            "mount",
-            s(&["--bind", &source, &req.target_path]),
-            format!("bind-mounting {source} on {}", target.display()),
-        )
-        .await?;
+        crate::sysmount::bind(&source, target).map_err(CsiError::command(format!(
+            "bind-mounting {source} on {}",
+            target.display()
+        )))?;
         if read_only {
             // A bind mount inherits the source's flags; read-only needs a remount
             // of the new mount point alone.
-            self.cmd(
-                "mount",
-                s(&["-o", "remount,bind,ro", &req.target_path]),
-                format!("remounting {} read-only", target.display()),
-            )
-            .await?;
+            crate::sysmount::remount_bind_read_only(target).map_err(CsiError::command(format!(
+                "remounting {} read-only",
+                target.display()
+            )))?;
         }
         Ok(csi::NodePublishVolumeResponse {})
     }
@@ -295,7 +340,10 @@ impl NodeService {
         }
     }
 
-    async fn unpublish(&self, req: csi::NodeUnpublishVolumeRequest) -> CsiResult<csi::NodeUnpublishVolumeResponse> {
+    async fn unpublish(
+        &self,
+        req: csi::NodeUnpublishVolumeRequest,
+    ) -> CsiResult<csi::NodeUnpublishVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         check_path("target_path", &req.target_path)?;
         let target = Path::new(&req.target_path);
@@ -310,13 +358,21 @@ impl NodeService {
         Ok(csi::NodeUnpublishVolumeResponse {})
     }
 
-    async fn stats(&self, req: csi::NodeGetVolumeStatsRequest) -> CsiResult<csi::NodeGetVolumeStatsResponse> {
+    async fn stats(
+        &self,
+        req: csi::NodeGetVolumeStatsRequest,
+    ) -> CsiResult<csi::NodeGetVolumeStatsResponse> {
         required("volume_id", &req.volume_id)?;
         required("volume_path", &req.volume_path)?;
         let (_, lv, view) = self.controller.lookup(&req.volume_id).await?;
         let path = Path::new(&req.volume_path);
-        let meta = std::fs::metadata(path)
-            .map_err(|e| CsiError::NotFound(format!("volume path {} of volume {}: {e}", path.display(), req.volume_id)))?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            CsiError::NotFound(format!(
+                "volume path {} of volume {}: {e}",
+                path.display(),
+                req.volume_id
+            ))
+        })?;
         let mut condition = crate::health::condition(&lv, &view.lvm);
         use csi::volume_usage::Unit;
         let usage = if meta.file_type().is_block_device() || !meta.is_dir() {
@@ -330,7 +386,10 @@ impl NodeService {
             if mountinfo::at(&mounts()?, path).is_none() && !condition.abnormal {
                 condition = csi::VolumeCondition {
                     abnormal: true,
-                    message: format!("{} is not a mount point: the volume is not mounted there", path.display()),
+                    message: format!(
+                        "{} is not a mount point: the volume is not mounted there",
+                        path.display()
+                    ),
                 };
             }
             let st = statvfs(path).map_err(io_err(format!("statvfs {}", path.display())))?;
@@ -356,7 +415,10 @@ impl NodeService {
         })
     }
 
-    async fn expand(&self, req: csi::NodeExpandVolumeRequest) -> CsiResult<csi::NodeExpandVolumeResponse> {
+    async fn expand(
+        &self,
+        req: csi::NodeExpandVolumeRequest,
+    ) -> CsiResult<csi::NodeExpandVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         required("volume_path", &req.volume_path)?;
         if let Some(c) = &req.volume_capability {
@@ -365,7 +427,10 @@ impl NodeService {
         let lv = self.volume(&req.volume_id).await?;
         let path = Path::new(&req.volume_path);
         if !path.exists() {
-            return Err(CsiError::NotFound(format!("volume path {} does not exist", path.display())));
+            return Err(CsiError::NotFound(format!(
+                "volume path {} does not exist",
+                path.display()
+            )));
         }
         // Grow the LV first (a no-op when the controller already did), with the
         // controller's own checks for size, class and capacity.
@@ -383,18 +448,30 @@ impl NodeService {
             size = r.capacity_bytes as u64;
         }
         let block = req.volume_capability.as_ref().is_some_and(is_block)
-            || std::fs::metadata(path).map(|m| !m.is_dir()).unwrap_or(false);
+            || std::fs::metadata(path)
+                .map(|m| !m.is_dir())
+                .unwrap_or(false);
         if !block {
             let _g = self.guard(&lv)?;
             let mount = mountinfo::at(&mounts()?, path).ok_or_else(|| {
-                CsiError::FailedPrecondition(format!("{} is not a mount point; cannot grow its filesystem", path.display()))
+                CsiError::FailedPrecondition(format!(
+                    "{} is not a mount point; cannot grow its filesystem",
+                    path.display()
+                ))
             })?;
             let device = device_path(&lv);
             match fs::grow(&mount.fs_type, &device, &req.volume_path) {
                 Some((prog, args)) => {
                     tracing::info!(volume_id = %req.volume_id, fs = %mount.fs_type, size, "growing filesystem online");
-                    self.cmd(&prog, args, format!("growing the {} filesystem of {}", mount.fs_type, req.volume_id))
-                        .await?;
+                    self.cmd(
+                        &prog,
+                        args,
+                        format!(
+                            "growing the {} filesystem of {}",
+                            mount.fs_type, req.volume_id
+                        ),
+                    )
+                    .await?;
                 }
                 None => {
                     return Err(CsiError::FailedPrecondition(format!(
@@ -404,7 +481,9 @@ impl NodeService {
                 }
             }
         }
-        Ok(csi::NodeExpandVolumeResponse { capacity_bytes: size as i64 })
+        Ok(csi::NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        })
     }
 }
 
@@ -512,7 +591,8 @@ mod tests {
     fn device_numbers_split_like_glibc() {
         // 254:3 (device-mapper) and 259:65536 (large minor).
         assert_eq!(split_dev((254 << 8) | 3), (254, 3));
-        let dev = ((259u64 & 0xfff) << 8) | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
+        let (major, minor) = (259u64, 65536u64);
+        let dev = ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
         assert_eq!(split_dev(dev), (259, 65536));
     }
 }

@@ -9,7 +9,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::controller::ControllerService;
-use crate::csi::{controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer};
+use crate::csi::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
 use crate::identity::IdentityService;
 use crate::inflight::InFlight;
 use crate::lvm::{Lvm, LvmRunner};

@@ -80,6 +80,27 @@ impl StateCache {
         }
     }
 
+    /// Re-reads one VG and merges it into the view (the rest of the view is
+    /// kept as it was). Used where one volume's current state matters, so a
+    /// request about a small VG never pays for reporting a large one.
+    pub async fn refresh_vg(&self, vg: &str) -> Result<Arc<View>, LvmError> {
+        if self.get().is_none() {
+            return self.refresh().await;
+        }
+        let mut part = self.lvm.state_of(vg).await?;
+        part.vgs.retain(|name, _| name == vg);
+        part.lvs.retain(|l| l.vg == vg);
+        let mut guard = self.view.write().expect("view lock");
+        let mut state = guard.as_ref().map(|v| v.lvm.clone()).unwrap_or_default();
+        state.vgs.remove(vg);
+        state.lvs.retain(|l| l.vg != vg);
+        state.vgs.extend(part.vgs);
+        state.lvs.extend(part.lvs);
+        let v = Arc::new(View::new(state, &self.config));
+        *guard = Some(v.clone());
+        Ok(v)
+    }
+
     /// Applies a mutation's known effect to the cached state right away and
     /// schedules a refresh that will confirm it.
     pub fn apply(&self, change: impl FnOnce(&mut LvmState)) {

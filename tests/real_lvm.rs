@@ -210,6 +210,16 @@ async fn capacity(c: &mut ControllerClient<Channel>, class: &str) -> csi::GetCap
     .into_inner()
 }
 
+/// Deletes a volume and asserts success.
+async fn delete(c: &mut ControllerClient<Channel>, id: impl Into<String>) {
+    c.delete_volume(csi::DeleteVolumeRequest {
+        volume_id: id.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("DeleteVolume");
+}
+
 fn foreign_intact() {
     let want = std::fs::read(format!(
         "{}/foreign.bin",
@@ -431,19 +441,9 @@ async fn thick_volume_lifecycle_with_exact_capacity_accounting() {
     assert_eq!(same.capacity_bytes, 200 * MI);
 
     // Delete, twice.
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id.clone()).await;
     assert!(lv(vg, name).is_none());
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id.clone()).await;
     assert_eq!(
         capacity(&mut c, "thick").await.available_capacity,
         before.available_capacity
@@ -490,12 +490,7 @@ async fn thin_volumes_overcommit_up_to_the_ratio_only() {
         too_big.message()
     );
     assert!(lv(vg, &carve::names::lv_name("thin-2")).is_none());
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id).await;
     assert_eq!(
         capacity(&mut c, "thin").await.available_capacity,
         before.available_capacity
@@ -545,12 +540,7 @@ async fn raid1_and_striped_classes_use_their_layout() {
         .unwrap_err();
     assert_eq!(huge.code(), Code::ResourceExhausted);
     for id in [m.volume_id, s.volume_id] {
-        c.delete_volume(csi::DeleteVolumeRequest {
-            volume_id: id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        delete(&mut c, id).await;
     }
 }
 
@@ -603,12 +593,7 @@ async fn list_volumes_pages_stably_and_shows_only_carve_volumes() {
                 .unwrap()
                 .volume_id
                 .clone();
-            c.delete_volume(csi::DeleteVolumeRequest {
-                volume_id: last,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            delete(&mut c, last).await;
         }
         if page.next_token.is_empty() {
             break;
@@ -631,12 +616,7 @@ async fn list_volumes_pages_stably_and_shows_only_carve_volumes() {
         .unwrap_err();
     assert_eq!(bad.code(), Code::Aborted);
     for id in ids {
-        c.delete_volume(csi::DeleteVolumeRequest {
-            volume_id: id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        delete(&mut c, id).await;
     }
 }
 
@@ -649,12 +629,7 @@ async fn foreign_lvs_are_never_touched() {
         "carve-thick/cv-foreign-0000000000000000",
         "carve-thin/foreign-thin",
     ] {
-        c.delete_volume(csi::DeleteVolumeRequest {
-            volume_id: id.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        delete(&mut c, id).await;
         let e = c
             .controller_expand_volume(csi::ControllerExpandVolumeRequest {
                 volume_id: id.into(),
@@ -708,12 +683,7 @@ async fn inactive_lv_shows_an_abnormal_condition() {
     let cond = got.status.unwrap().volume_condition.unwrap();
     assert!(cond.abnormal);
     assert!(cond.message.contains("not active"), "{}", cond.message);
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id).await;
 }
 
 #[tokio::test]
@@ -751,12 +721,7 @@ async fn concurrent_creates_of_one_name_converge_on_one_lv() {
         .into_inner()
         .volume
         .unwrap();
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: v.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, v.volume_id).await;
 }
 
 #[tokio::test]
@@ -802,12 +767,7 @@ async fn restart_converges_on_existing_lv_and_sigterm_is_graceful() {
         .volume
         .unwrap();
     assert_eq!(again.volume_id, vol.volume_id);
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id).await;
 }
 
 #[tokio::test]
@@ -832,10 +792,5 @@ async fn delete_of_an_open_volume_is_failed_precondition() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
     drop(holder);
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: vol.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete(&mut c, vol.volume_id).await;
 }

@@ -125,7 +125,13 @@ pub fn lvremove(vg: &str, lv: &str, owner_tag: &str) -> Vec<String> {
 
 /// Activates an LV (a node restart or an operator may have left it inactive).
 pub fn lvchange_activate(vg: &str, lv: &str) -> Vec<String> {
-    vec![s("lvchange"), s("--quiet"), s("--activate"), s("y"), format!("{vg}/{lv}")]
+    vec![
+        s("lvchange"),
+        s("--quiet"),
+        s("--activate"),
+        s("y"),
+        format!("{vg}/{lv}"),
+    ]
 }
 
 /// Grows an LV to exactly `size_bytes`; the filesystem is grown by the node.

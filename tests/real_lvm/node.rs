@@ -14,7 +14,9 @@ fn mount_cap_fs(fs: &str, flags: &[&str]) -> csi::VolumeCapability {
             mount_flags: flags.iter().map(|f| f.to_string()).collect(),
             ..Default::default()
         })),
-        access_mode: Some(AccessMode { mode: Mode::SingleNodeWriter as i32 }),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
     }
 }
 
@@ -26,14 +28,22 @@ struct Paths {
 fn paths(tag: &str) -> Paths {
     let base = PathBuf::from(format!("/tmp/node-{tag}"));
     std::fs::create_dir_all(&base).unwrap();
-    Paths { stage: base.join("stage"), target: base.join("pod/target") }
+    Paths {
+        stage: base.join("stage"),
+        target: base.join("pod/target"),
+    }
 }
 
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-async fn stage(n: &mut NodeClient<Channel>, id: &str, p: &Paths, cap: &csi::VolumeCapability) -> Result<(), tonic::Status> {
+async fn stage(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+) -> Result<(), tonic::Status> {
     n.node_stage_volume(csi::NodeStageVolumeRequest {
         volume_id: id.into(),
         staging_target_path: s(&p.stage),
@@ -44,7 +54,13 @@ async fn stage(n: &mut NodeClient<Channel>, id: &str, p: &Paths, cap: &csi::Volu
     .map(drop)
 }
 
-async fn publish(n: &mut NodeClient<Channel>, id: &str, p: &Paths, cap: &csi::VolumeCapability, ro: bool) -> Result<(), tonic::Status> {
+async fn publish(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+    ro: bool,
+) -> Result<(), tonic::Status> {
     n.node_publish_volume(csi::NodePublishVolumeRequest {
         volume_id: id.into(),
         staging_target_path: s(&p.stage),
@@ -58,15 +74,21 @@ async fn publish(n: &mut NodeClient<Channel>, id: &str, p: &Paths, cap: &csi::Vo
 }
 
 async fn unpublish(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
-    n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest { volume_id: id.into(), target_path: s(&p.target) })
-        .await
-        .unwrap();
+    n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: s(&p.target),
+    })
+    .await
+    .unwrap();
 }
 
 async fn unstage(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
-    n.node_unstage_volume(csi::NodeUnstageVolumeRequest { volume_id: id.into(), staging_target_path: s(&p.stage) })
-        .await
-        .unwrap();
+    n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(&p.stage),
+    })
+    .await
+    .unwrap();
 }
 
 fn mounted(p: &Path) -> Option<carve::mountinfo::Mount> {
@@ -74,16 +96,38 @@ fn mounted(p: &Path) -> Option<carve::mountinfo::Mount> {
 }
 
 fn df(p: &Path) -> (i64, i64, i64) {
-    let out = Command::new("df").args(["-B1", "--output=size,used,avail"]).arg(p).output().unwrap();
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,used,avail"])
+        .arg(p)
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    let v: Vec<i64> = text.lines().nth(1).unwrap().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let v: Vec<i64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
     (v[0], v[1], v[2])
 }
 
-async fn create(c: &mut ControllerClient<Channel>, name: &str, class: Option<&str>, size: i64, cap: csi::VolumeCapability) -> String {
+async fn create(
+    c: &mut ControllerClient<Channel>,
+    name: &str,
+    class: Option<&str>,
+    size: i64,
+    cap: csi::VolumeCapability,
+) -> String {
     let mut req = create_req(name, class, size);
     req.volume_capabilities = vec![cap];
-    c.create_volume(req).await.unwrap().into_inner().volume.unwrap().volume_id
+    c.create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id
 }
 
 async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
@@ -91,17 +135,31 @@ async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
     let mut c = carve.controller().await;
     let mut n = NodeClient::new(carve.channel().await);
     let cap = mount_cap_fs(fs, &["noatime"]);
-    let id = create(&mut c, &format!("node-data-{fs}-{}", class.unwrap_or("thick")), class, 320 * MI, cap.clone()).await;
+    let id = create(
+        &mut c,
+        &format!("node-data-{fs}-{}", class.unwrap_or("thick")),
+        class,
+        320 * MI,
+        cap.clone(),
+    )
+    .await;
     let p = paths(&format!("data-{fs}-{}", class.unwrap_or("thick")));
     stage(&mut n, &id, &p, &cap).await.unwrap();
     let m = mounted(&p.stage).expect("staging path mounted");
     assert_eq!(m.fs_type, fs);
     assert!(m.options.iter().any(|o| o == "noatime"), "{:?}", m.options);
-    stage(&mut n, &id, &p, &cap).await.expect("stage is idempotent");
+    stage(&mut n, &id, &p, &cap)
+        .await
+        .expect("stage is idempotent");
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.expect("publish is idempotent");
+    publish(&mut n, &id, &p, &cap, false)
+        .await
+        .expect("publish is idempotent");
     assert_eq!(
-        publish(&mut n, &id, &p, &cap, true).await.unwrap_err().code(),
+        publish(&mut n, &id, &p, &cap, true)
+            .await
+            .unwrap_err()
+            .code(),
         Code::AlreadyExists,
         "same target, other read-only flag"
     );
@@ -115,14 +173,19 @@ async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
     // Restage: no reformat, the data is there.
     stage(&mut n, &id, &p, &cap).await.unwrap();
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
-    assert_eq!(std::fs::read(p.target.join("hello.txt")).unwrap(), b"carve keeps this");
+    assert_eq!(
+        std::fs::read(p.target.join("hello.txt")).unwrap(),
+        b"carve keeps this"
+    );
     unpublish(&mut n, &id, &p).await;
     unstage(&mut n, &id, &p).await;
     // Asking for another filesystem never reformats.
     let other = if fs == "xfs" { "ext4" } else { "xfs" };
-    let e = stage(&mut n, &id, &p, &mount_cap_fs(other, &[])).await.unwrap_err();
+    let e = stage(&mut n, &id, &p, &mount_cap_fs(other, &[]))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    delete(&mut c, id).await;
 }
 
 #[tokio::test]
@@ -157,7 +220,7 @@ async fn read_only_publish_refuses_writes() {
     assert!(!mounted(&p.stage).unwrap().read_only());
     unpublish(&mut n, &id, &p).await;
     unstage(&mut n, &id, &p).await;
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    delete(&mut c, id).await;
 }
 
 async fn online_expand(fs: &str) {
@@ -165,14 +228,24 @@ async fn online_expand(fs: &str) {
     let mut c = carve.controller().await;
     let mut n = NodeClient::new(carve.channel().await);
     let cap = mount_cap_fs(fs, &[]);
-    let id = create(&mut c, &format!("node-grow-{fs}"), None, 320 * MI, cap.clone()).await;
+    let id = create(
+        &mut c,
+        &format!("node-grow-{fs}"),
+        None,
+        320 * MI,
+        cap.clone(),
+    )
+    .await;
     let p = paths(&format!("grow-{fs}"));
     stage(&mut n, &id, &p, &cap).await.unwrap();
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
     let payload: Vec<u8> = (0..4 * MI).map(|i| (i % 251) as u8).collect();
     std::fs::write(p.target.join("data.bin"), &payload).unwrap();
     let (before, _, _) = df(&p.target);
-    let range = csi::CapacityRange { required_bytes: GI, limit_bytes: 0 };
+    let range = csi::CapacityRange {
+        required_bytes: GI,
+        limit_bytes: 0,
+    };
     let ctl = c
         .controller_expand_volume(csi::ControllerExpandVolumeRequest {
             volume_id: id.clone(),
@@ -198,7 +271,10 @@ async fn online_expand(fs: &str) {
         .into_inner();
     assert_eq!(r.capacity_bytes, GI);
     let (after, _, _) = df(&p.target);
-    assert!(after > before * 2 && after > GI * 8 / 10, "{fs}: {before} -> {after}");
+    assert!(
+        after > before * 2 && after > GI * 8 / 10,
+        "{fs}: {before} -> {after}"
+    );
     assert_eq!(std::fs::read(p.target.join("data.bin")).unwrap(), payload);
     // Again: idempotent.
     n.node_expand_volume(csi::NodeExpandVolumeRequest {
@@ -211,7 +287,7 @@ async fn online_expand(fs: &str) {
     .unwrap();
     unpublish(&mut n, &id, &p).await;
     unstage(&mut n, &id, &p).await;
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    delete(&mut c, id).await;
 }
 
 #[tokio::test]
@@ -234,10 +310,15 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
     let p = paths("block");
     stage(&mut n, &id, &p, &cap).await.unwrap();
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.expect("idempotent");
+    publish(&mut n, &id, &p, &cap, false)
+        .await
+        .expect("idempotent");
     let pattern: Vec<u8> = (0..MI).map(|i| (i * 7 % 256) as u8).collect();
     {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&p.target).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.target)
+            .unwrap();
         f.seek(SeekFrom::Start(4 * MI as u64)).unwrap();
         f.write_all(&pattern).unwrap();
         f.sync_all().unwrap();
@@ -247,9 +328,16 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
     dev.seek(SeekFrom::Start(4 * MI as u64)).unwrap();
     dev.read_exact(&mut back).unwrap();
     drop(dev);
-    assert!(back == pattern, "bytes written through the published path are on the LV");
+    assert!(
+        back == pattern,
+        "bytes written through the published path are on the LV"
+    );
     let stats = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: s(&p.target), ..Default::default() })
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -258,15 +346,23 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
     // Fault: the LV is deactivated under the published volume.
     lvm(&["lvchange", "-an", &id]);
     let stats = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: s(&p.target), ..Default::default() })
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let cond = stats.volume_condition.unwrap();
-    assert!(cond.abnormal && cond.message.contains("not active"), "{}", cond.message);
+    assert!(
+        cond.abnormal && cond.message.contains("not active"),
+        "{}",
+        cond.message
+    );
     unpublish(&mut n, &id, &p).await;
     unstage(&mut n, &id, &p).await;
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    delete(&mut c, id).await;
 }
 
 #[tokio::test]
@@ -281,18 +377,25 @@ async fn stats_match_df() {
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
     std::fs::write(p.target.join("f"), vec![1u8; 3 * MI as usize]).unwrap();
     let st = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest { volume_id: id.clone(), volume_path: s(&p.target), ..Default::default() })
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
     let (size, used, avail) = df(&p.target);
     let bytes = &st.usage[0];
-    assert_eq!((bytes.total, bytes.used, bytes.available), (size, used, avail));
+    assert_eq!(
+        (bytes.total, bytes.used, bytes.available),
+        (size, used, avail)
+    );
     let inodes = &st.usage[1];
     assert!(inodes.total > 0 && inodes.used > 0 && inodes.available > 0);
     unpublish(&mut n, &id, &p).await;
     unstage(&mut n, &id, &p).await;
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    delete(&mut c, id).await;
 }
 
 #[tokio::test]
@@ -302,21 +405,70 @@ async fn node_refuses_bad_input_before_touching_anything() {
     let mut n = NodeClient::new(carve.channel().await);
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-bad", None, 16 * MI, cap.clone()).await;
-    let rel = Paths { stage: PathBuf::from("relative/stage"), target: PathBuf::from("/tmp/node-bad/t") };
-    assert_eq!(stage(&mut n, &id, &rel, &cap).await.unwrap_err().code(), Code::InvalidArgument);
-    let dotdot = Paths { stage: PathBuf::from("/tmp/node-bad/../etc"), target: PathBuf::from("/tmp/node-bad/t") };
-    assert_eq!(stage(&mut n, &id, &dotdot, &cap).await.unwrap_err().code(), Code::InvalidArgument);
+    let rel = Paths {
+        stage: PathBuf::from("relative/stage"),
+        target: PathBuf::from("/tmp/node-bad/t"),
+    };
+    assert_eq!(
+        stage(&mut n, &id, &rel, &cap).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let dotdot = Paths {
+        stage: PathBuf::from("/tmp/node-bad/../etc"),
+        target: PathBuf::from("/tmp/node-bad/t"),
+    };
+    assert_eq!(
+        stage(&mut n, &id, &dotdot, &cap).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
     let p = paths("bad");
-    assert_eq!(stage(&mut n, &id, &p, &mount_cap_fs("ext4", &["ro,exec"])).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(stage(&mut n, &id, &p, &mount_cap_fs("vfat", &[])).await.unwrap_err().code(), Code::InvalidArgument);
-    assert_eq!(stage(&mut n, "carve-thick/cv-nope-0000", &p, &cap).await.unwrap_err().code(), Code::NotFound);
-    assert_eq!(stage(&mut n, "carve-thick/foreign-data", &p, &cap).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        stage(&mut n, &id, &p, &mount_cap_fs("ext4", &["ro,exec"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        stage(&mut n, &id, &p, &mount_cap_fs("vfat", &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        stage(&mut n, "carve-thick/cv-nope-0000", &p, &cap)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        stage(&mut n, "carve-thick/foreign-data", &p, &cap)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
     assert!(mounted(&p.stage).is_none(), "nothing was mounted");
     // Publish before stage: FailedPrecondition.
-    assert_eq!(publish(&mut n, &id, &p, &cap, false).await.unwrap_err().code(), Code::FailedPrecondition);
-    let info = n.node_get_info(csi::NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(
+        publish(&mut n, &id, &p, &cap, false)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let info = n
+        .node_get_info(csi::NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(info.node_id, NODE);
-    assert_eq!(info.accessible_topology.unwrap().segments["topology.carve.dev/node"], NODE);
-    c.delete_volume(csi::DeleteVolumeRequest { volume_id: id, ..Default::default() }).await.unwrap();
+    assert_eq!(
+        info.accessible_topology.unwrap().segments["topology.carve.dev/node"],
+        NODE
+    );
+    delete(&mut c, id).await;
     foreign_intact();
 }
