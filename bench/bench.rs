@@ -2,7 +2,7 @@
 //! number is a ratio or latency measured in one guest boot: carve's RPCs are
 //! interleaved with the bare lvm commands they wrap, on the same VG, so drift
 //! in the guest's speed hits both sides alike.
-//!   bench SOCKET CARVE_PID ROUNDS CAPACITY_CALLS
+//!   bench SOCKET CARVE_PID ROUNDS CAPACITY_CALLS CONFIG
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -216,6 +216,9 @@ async fn main() {
     let (bs, cs) = (pct(&mut bare_s, 0.5), pct(&mut carve_s, 0.5));
     println!("NodeStage     p50 {:8.1} ms   bare mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.10; {stage_rounds} rounds, 256 MiB ext4)", ms(cs), ms(bs), cs.as_secs_f64() / bs.as_secs_f64());
 
+    // Let the refresh that the last mutations triggered finish first: the guest
+    // has one CPU, and a report of 1,000 LVs would otherwise sit in the window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let params = HashMap::from([("carve.dev/device-class".to_string(), "bench".to_string())]);
     let mut lat = Vec::with_capacity(cap_calls);
     let mut avail = 0;
@@ -255,6 +258,38 @@ async fn main() {
         .len();
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
     println!("GetCapacity   p50 {:8.3} ms   p99 {:8.3} ms over {cap_calls} calls with {lvs} carve LVs listed (target p99 < 1 ms); available {avail}", ms(p50), ms(p99));
+    // The handler alone, in this process, over the same LVM state: what carve
+    // itself adds to a GetCapacity, without the socket and gRPC framing.
+    let cfg = carve::config::Config::load(std::path::Path::new(&a[5])).unwrap();
+    let runner = std::sync::Arc::new(carve::lvm::SystemLvm::new("lvm", Duration::from_secs(60)));
+    let svc = carve::server::services(
+        &carve::server::Options {
+            endpoint: String::new(),
+            node_id: "bench".into(),
+            driver_name: "carve.dev".into(),
+            max_volumes: 0,
+            config: cfg,
+        },
+        runner,
+    );
+    svc.state.refresh().await.unwrap();
+    let mut inproc = Vec::with_capacity(cap_calls);
+    {
+        use carve::csi::controller_server::Controller;
+        for _ in 0..cap_calls {
+            let t = Instant::now();
+            svc.controller
+                .get_capacity(tonic::Request::new(csi::GetCapacityRequest {
+                    parameters: params.clone(),
+                    ..Default::default()
+                }))
+                .await
+                .unwrap();
+            inproc.push(t.elapsed());
+        }
+    }
+    let (i50, i99) = (pct(&mut inproc, 0.5), pct(&mut inproc, 0.99));
+    println!("GetCapacity handler in-process p50 {:8.4} ms   p99 {:8.4} ms (no socket; target p99 < 1 ms)", ms(i50), ms(i99));
     println!("GetPluginInfo p50 {:8.3} ms   p99 {:8.3} ms (the gRPC round-trip floor in this guest); GetCapacity p99 / floor p99 = {:.2}", ms(f50), ms(f99), p99.as_secs_f64() / f99.as_secs_f64());
     println!(
         "idle RSS      {:.1} MiB at start, {:.1} MiB after the run (target <= 15 MiB)",

@@ -15,7 +15,8 @@ python3 bench/add_lvs.py /tmp/bench-vg.txt /tmp/bench-vg-lvs.txt "$lvcount" benc
 lvm vgcfgrestore -q -f /tmp/bench-vg-lvs.txt carve-bench >/dev/null || exit 1
 echo "bench: $(lvm lvs --noheadings carve-bench | wc -l) LVs in carve-bench"
 cfg=/tmp/bench-config.toml
-cp "$CARVE_TESTBED_CONFIG" "$cfg"
+# The default refresh period (30 s), not the test ground's 5 s.
+sed 's/^capacity_refresh_seconds = .*/capacity_refresh_seconds = 30/' "$CARVE_TESTBED_CONFIG" > "$cfg"
 printf '\n[[device_class]]\nname = "bench"\nvolume_group = "carve-bench"\ntype = "thick"\n' >> "$cfg"
 sock=/tmp/bench/csi.sock; mkdir -p /tmp/bench
 target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn 2>/tmp/bench/carve.log &
@@ -23,7 +24,7 @@ carve=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
 sleep 1
 echo "bench: $rounds create/delete rounds on carve-thick, interleaved with bare lvcreate/lvremove"
-target/release/examples/bench "$sock" "$carve" "$rounds" "$calls"
+target/release/examples/bench "$sock" "$carve" "$rounds" "$calls" "$cfg"
 rc=$?
 kill -TERM $carve; wait $carve
 exit $rc

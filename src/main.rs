@@ -105,8 +105,15 @@ fn main() -> std::process::ExitCode {
                 eprintln!("carve: --node-id and --driver-name must not be empty");
                 return std::process::ExitCode::from(2);
             }
+            // One malloc arena: carve's few threads do little allocation, and
+            // per-thread arenas would keep freed memory as idle RSS.
+            // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 1);
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .max_blocking_threads(4)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
