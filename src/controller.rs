@@ -452,7 +452,8 @@ impl ControllerService {
             .cloned();
         let owner_tag = names::tag(names::TAG_OWNER, &self.driver_name);
         match self.lvm.remove(&id.vg, &id.lv, &owner_tag).await {
-            Ok(()) => {}
+            Ok(true) => {}
+            Ok(false) => return self.explain_not_removed(&id).await,
             Err(e) if e.kind == LvmErrorKind::NotFound => {}
             Err(e) if e.kind == LvmErrorKind::InUse => {
                 return Err(CsiError::FailedPrecondition(format!(
@@ -473,6 +474,38 @@ impl ControllerService {
             }
         });
         Ok(csi::DeleteVolumeResponse {})
+    }
+
+    /// lvremove's selection did not match: find out why from LVM itself.
+    async fn explain_not_removed(&self, id: &VolumeId) -> CsiResult<csi::DeleteVolumeResponse> {
+        let view = self
+            .state
+            .refresh_vg(&id.vg)
+            .await
+            .map_err(CsiError::lvm("reading LVM state"))?;
+        let Some(lv) = view.lvm.lv(&id.vg, &id.lv) else {
+            return Ok(csi::DeleteVolumeResponse {});
+        };
+        if !self.owned(lv) {
+            tracing::warn!(volume_id = %id, "DeleteVolume: LV lacks carve's owner tag; left untouched");
+            return Ok(csi::DeleteVolumeResponse {});
+        }
+        let snapshots: Vec<&str> = view
+            .lvm
+            .lvs_in(&id.vg)
+            .filter(|l| l.origin == id.lv && !l.is_thin_volume())
+            .map(|l| l.name.as_str())
+            .collect();
+        if !snapshots.is_empty() {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {id} is the origin of snapshot LV(s) {}: removing it would remove them too; delete them first",
+                snapshots.join(", ")
+            )));
+        }
+        Err(CsiError::FailedPrecondition(format!(
+            "lvremove left volume {id} in place (attr {}); see the lvm log",
+            lv.attr
+        )))
     }
 
     /// Looks a volume up in the cache, then (for volumes created moments ago or

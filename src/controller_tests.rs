@@ -39,10 +39,10 @@ impl LvmRunner for Scripted {
                 stderr: stderr.clone(),
             });
         }
-        let stdout = if cmd == "fullreport" {
-            FIXTURE.to_string()
-        } else {
-            String::new()
+        let stdout = match cmd.as_str() {
+            "fullreport" => FIXTURE.to_string(),
+            "lvremove" => "  Logical volume \"x\" successfully removed.\n".to_string(),
+            _ => String::new(),
         };
         Ok(Finished {
             code: Some(0),

@@ -794,3 +794,42 @@ async fn delete_of_an_open_volume_is_failed_precondition() {
     drop(holder);
     delete(&mut c, vol.volume_id).await;
 }
+
+#[tokio::test]
+async fn delete_never_cascades_into_a_foreign_snapshot() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let vol = c
+        .create_volume(create_req("origin-1", None, 8 * MI))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (vg, name) = split(&vol.volume_id);
+    // An operator's own classic snapshot of a carve volume (no carve tag).
+    lvm(&[
+        "lvcreate",
+        "-q",
+        "-y",
+        "-s",
+        "-n",
+        "operator-backup",
+        "-L",
+        "8m",
+        &vol.volume_id,
+    ]);
+    let e = c
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    assert!(e.message().contains("operator-backup"), "{}", e.message());
+    assert!(lv(vg, name).is_some() && lv(vg, "operator-backup").is_some());
+    lvm(&["lvremove", "-q", "-y", &format!("{vg}/operator-backup")]);
+    delete(&mut c, vol.volume_id.clone()).await;
+    assert!(lv(vg, name).is_none());
+}

@@ -110,15 +110,17 @@ pub fn lvcreate(spec: &CreateLv<'_>) -> Vec<String> {
     a
 }
 
-/// lvremove restricted by selection to LVs carrying the owner tag: LVM itself
-/// refuses to remove an LV that is not carve's, whatever carve's view says.
+/// lvremove restricted by selection to LVs carrying the owner tag that are not
+/// the origin of classic snapshots: LVM itself refuses to remove an LV that is
+/// not carve's, and never cascades into snapshots (an origin's removal would
+/// take its snapshots along under `--yes`). Not `--quiet`: the "successfully
+/// removed" line is how carve learns that the selection matched.
 pub fn lvremove(vg: &str, lv: &str, owner_tag: &str) -> Vec<String> {
     vec![
         s("lvremove"),
         s("--yes"),
-        s("--quiet"),
         s("--select"),
-        format!("lv_tags={owner_tag}"),
+        format!("lv_tags={owner_tag} && lv_attr!~^o"),
         format!("{vg}/{lv}"),
     ]
 }
@@ -206,7 +208,7 @@ mod tests {
     fn simple_builders() {
         assert_eq!(
             join(lvremove("vg", "lv", "carve.dev/owner=carve.dev")),
-            "lvremove --yes --quiet --select lv_tags=carve.dev/owner=carve.dev vg/lv"
+            "lvremove --yes --select lv_tags=carve.dev/owner=carve.dev && lv_attr!~^o vg/lv"
         );
         assert_eq!(
             join(lvextend("vg", "lv", 8 << 20)),

@@ -112,10 +112,13 @@ impl Lvm {
         self.call(args::lvcreate(spec)).await.map(drop)
     }
 
-    /// Removes an LV if, and only if, it carries `owner_tag` (LVM checks the
-    /// tag under its own VG lock). Call with carve's VG lock held.
-    pub async fn remove(&self, vg: &str, lv: &str, owner_tag: &str) -> Result<(), LvmError> {
-        self.call(args::lvremove(vg, lv, owner_tag)).await.map(drop)
+    /// Removes an LV if, and only if, it carries `owner_tag` and is no snapshot
+    /// origin (LVM checks both under its own VG lock). Returns whether it was
+    /// removed; `false` means the selection did not match. Call with carve's VG
+    /// lock held.
+    pub async fn remove(&self, vg: &str, lv: &str, owner_tag: &str) -> Result<bool, LvmError> {
+        let out = self.call(args::lvremove(vg, lv, owner_tag)).await?;
+        Ok(out.stdout.contains("successfully removed"))
     }
 
     /// Grows an LV to `size_bytes`. Call with the VG's lock held.
