@@ -141,6 +141,9 @@ impl ControllerService {
         if let Some(c) = self.class_of(lv) {
             ctx.insert(CTX_DEVICE_CLASS.to_string(), c.name.clone());
         }
+        if let Some(fs) = lv.tag(names::TAG_FS_TYPE) {
+            ctx.insert(CTX_FS_TYPE.to_string(), names::decode_tag_value(fs));
+        }
         csi::Volume {
             capacity_bytes: lv.size as i64,
             volume_id: VolumeId {
@@ -291,6 +294,7 @@ impl ControllerService {
             names::tag(names::TAG_CLASS, &class.name),
         ];
         for (key, v) in [
+            (names::TAG_FS_TYPE, &params.fs_type),
             (names::TAG_PVC, &params.pvc_name),
             (names::TAG_PVC_NAMESPACE, &params.pvc_namespace),
             (names::TAG_PV, &params.pv_name),

@@ -260,6 +260,8 @@ async fn create_rounds_to_extents_and_tags_the_lv() {
         .insert(crate::params::PVC_NAME.into(), "data".into());
     req.parameters
         .insert(crate::params::PVC_NAMESPACE.into(), "db".into());
+    req.parameters
+        .insert(crate::params::FS_TYPE.into(), "ext4".into());
     let v = c
         .create_volume(Request::new(req))
         .await
@@ -273,6 +275,8 @@ async fn create_rounds_to_extents_and_tags_the_lv() {
         "5 MiB rounds up to two 4 MiB extents"
     );
     assert_eq!(v.accessible_topology[0].segments[TOPOLOGY_KEY], "node-a");
+    assert_eq!(v.volume_context[CTX_FS_TYPE], "ext4");
+    assert_eq!(v.volume_context[CTX_DEVICE_CLASS], "thick");
     assert!(v.volume_id.starts_with("vgthick/cv-pvc-1-"));
     let w = runner.writes();
     assert_eq!(w.len(), 1);

@@ -122,6 +122,15 @@ fn main() -> std::process::ExitCode {
                     eprintln!("carve: required binary {lvm:?} not found on PATH (install lvm2)");
                     return std::process::ExitCode::from(3);
                 }
+                // Filesystem tools are needed only for the filesystems volumes use:
+                // missing ones are reported now rather than at the first stage.
+                let missing: Vec<&str> = ["mkfs.ext4", "resize2fs", "mkfs.xfs", "xfs_growfs", "mkfs.btrfs", "btrfs"]
+                    .into_iter()
+                    .filter(|p| carve::exec::find_in_path(p).is_none())
+                    .collect();
+                if !missing.is_empty() {
+                    tracing::warn!(missing = ?missing, "filesystem tools not found: volumes of those filesystems cannot be staged or grown");
+                }
                 let runner = Arc::new(SystemLvm::new(lvm, config.lvm_timeout()));
                 match Lvm::new(runner.clone()).version().await {
                     Ok(v) => tracing::info!(lvm = %v, "lvm found"),

@@ -13,6 +13,9 @@ pub const TAG_CLASS: &str = "carve.dev/class";
 pub const TAG_PVC: &str = "carve.dev/pvc";
 pub const TAG_PVC_NAMESPACE: &str = "carve.dev/pvc-namespace";
 pub const TAG_PV: &str = "carve.dev/pv";
+/// The StorageClass fsType, so the node formats as asked even when a CO leaves
+/// the capability's fs_type empty.
+pub const TAG_FS_TYPE: &str = "carve.dev/fs-type";
 
 /// LV names are `cv-` + a readable part of the request name + `-` + 16 hex
 /// digits of its SHA-256. The hash makes the name unique and safe whatever the

@@ -44,7 +44,23 @@ for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror raid0 raid1 raid
 done
 # Private scratch space: loop images, sockets, mount points. /etc/lvm is covered
 # so LVM's archive/backup/cache writes never reach the host's /etc through hostfs.
+# A checkout that itself lives under /tmp (a CI clone, say) must stay reachable
+# once /tmp is covered: the host's /tmp is kept under /run and the checkout and
+# job directory are bound back to their own paths.
+mkdir -p /run/host-tmp
+mount --bind /tmp /run/host-tmp
 mount -t tmpfs -o size=3g tmpfs /tmp
+for keep in "$CARVE_CWD" "$job"; do
+    case "$keep" in
+        /tmp/*)
+            rel=${keep#/tmp/}
+            if ! mountpoint -q "/tmp/$rel" 2>/dev/null; then
+                mkdir -p "/tmp/$rel"
+                mount --bind "/run/host-tmp/$rel" "/tmp/$rel"
+            fi
+            ;;
+    esac
+done
 mkdir -p /tmp/etc-lvm
 cp -a /etc/lvm/. /tmp/etc-lvm/ 2>/dev/null
 mount --bind /tmp/etc-lvm /etc/lvm
