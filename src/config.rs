@@ -55,6 +55,9 @@ pub struct DeviceClass {
     pub raid: Option<String>,
     /// raid1 only: number of extra copies (1..=4).
     pub mirrors: Option<u32>,
+    /// Thick only: copy-on-write space of a snapshot, in percent of its
+    /// origin's size (1..=100, default 25).
+    pub snapshot_reserve_percent: Option<u32>,
 }
 
 /// A byte count written as an integer or as a string with a binary suffix
@@ -256,6 +259,10 @@ impl Config {
                         _ => {}
                     }
                     for (name, set) in [
+                        (
+                            "snapshot_reserve_percent",
+                            c.snapshot_reserve_percent.is_some(),
+                        ),
                         ("stripes", c.stripes.is_some()),
                         ("stripe_size", c.stripe_size.is_some()),
                         ("raid", c.raid.is_some()),
@@ -275,6 +282,14 @@ impl Config {
                     }
                     if c.over_provision_ratio.is_some() {
                         return Err(bad(f("over_provision_ratio"), "only for type = \"thin\""));
+                    }
+                    if let Some(p) = c.snapshot_reserve_percent {
+                        if !(1..=100).contains(&p) {
+                            return Err(bad(
+                                f("snapshot_reserve_percent"),
+                                "must be between 1 and 100",
+                            ));
+                        }
                     }
                     if let Some(r) = &c.raid {
                         if !RAID_TYPES.contains(&r.as_str()) {
@@ -340,6 +355,13 @@ impl Config {
 }
 
 impl DeviceClass {
+    /// Copy-on-write space for a thick snapshot of an origin of `size` bytes,
+    /// in whole extents (at least one).
+    pub fn snapshot_reserve(&self, size: u64, extent: u64) -> u64 {
+        let pct = self.snapshot_reserve_percent.unwrap_or(25) as u64;
+        (size * pct / 100).div_ceil(extent).max(1) * extent
+    }
+
     pub fn ratio(&self) -> f64 {
         self.over_provision_ratio.unwrap_or(1.0)
     }

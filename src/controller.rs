@@ -130,6 +130,28 @@ impl ControllerService {
             })
     }
 
+    pub(crate) fn is_owned(&self, lv: &LvInfo) -> bool {
+        self.owned(lv)
+    }
+
+    pub(crate) fn is_managed_vg(&self, vg: &str) -> bool {
+        self.managed_vg(vg)
+    }
+
+    pub(crate) fn find_owned<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
+        self.find(state, id)
+    }
+
+    /// The configured class a carve LV belongs to, or FailedPrecondition.
+    pub(crate) fn class_for(&self, lv: &LvInfo) -> CsiResult<&DeviceClass> {
+        self.class_of(lv).ok_or_else(|| {
+            CsiError::FailedPrecondition(format!(
+                "LV {}/{} belongs to no configured device class",
+                lv.vg, lv.name
+            ))
+        })
+    }
+
     fn topology(&self) -> Vec<csi::Topology> {
         vec![csi::Topology {
             segments: HashMap::from([(TOPOLOGY_KEY.to_string(), self.node_id.clone())]),
@@ -144,6 +166,18 @@ impl ControllerService {
         if let Some(fs) = lv.tag(names::TAG_FS_TYPE) {
             ctx.insert(CTX_FS_TYPE.to_string(), names::decode_tag_value(fs));
         }
+        use csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
+        let content_source = lv
+            .tag(names::TAG_SOURCE)
+            .map(names::decode_tag_value)
+            .map(|id| {
+                let t = if VolumeId::parse_snapshot(&id).is_some() {
+                    Type::Snapshot(SnapshotSource { snapshot_id: id })
+                } else {
+                    Type::Volume(VolumeSource { volume_id: id })
+                };
+                csi::VolumeContentSource { r#type: Some(t) }
+            });
         csi::Volume {
             capacity_bytes: lv.size as i64,
             volume_id: VolumeId {
@@ -152,7 +186,7 @@ impl ControllerService {
             }
             .to_string(),
             volume_context: ctx,
-            content_source: None,
+            content_source,
             accessible_topology: self.topology(),
         }
     }
@@ -161,7 +195,7 @@ impl ControllerService {
     fn find<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
         state
             .lv(&id.vg, &id.lv)
-            .filter(|lv| self.managed_vg(&lv.vg) && self.owned(lv))
+            .filter(|lv| self.managed_vg(&lv.vg) && self.owned(lv) && lv.name.starts_with("cv-"))
     }
 
     fn pick_class(&self, p: &Params) -> CsiResult<&DeviceClass> {
@@ -248,12 +282,11 @@ impl ControllerService {
             }
         }
         let class = self.pick_class(&params)?;
-        if req.volume_content_source.is_some() {
-            return Err(CsiError::InvalidArgument(
-                "volume_content_source is not supported yet: carve does not offer snapshots or clones".into(),
-            ));
-        }
         self.check_topology(req.accessibility_requirements.as_ref())?;
+        let source = match &req.volume_content_source {
+            Some(src) => Some(self.resolve_source(src, class).await?),
+            None => None,
+        };
         // Sizes are checked before anything is locked or run.
         choose_size(req.capacity_range.as_ref(), 1)?;
         let lv_name = names::lv_name(&req.name);
@@ -275,11 +308,31 @@ impl ControllerService {
             }
             None => return Err(CsiError::Unavailable("capacity not computed yet".into())),
         };
-        let size = choose_size(req.capacity_range.as_ref(), cap.granule)?;
+        let mut size = choose_size(req.capacity_range.as_ref(), cap.granule)?;
+        if let Some(src) = &source {
+            let (required, limit) = req.capacity_range.as_ref().map_or((0, 0), |r| {
+                (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)
+            });
+            let src_size = src.size.div_ceil(cap.granule) * cap.granule;
+            if (limit > 0 && limit < src.size) || (required > 0 && required < src.size) {
+                return Err(CsiError::OutOfRange(format!(
+                    "content source {} holds {} bytes; the requested range ({required}..{limit}) is smaller",
+                    src.id, src.size
+                )));
+            }
+            if required == 0 {
+                size = src_size;
+            }
+        }
 
         // A retry of an earlier create finds its LV in the cache; a create the
         // cache has not seen yet shows up as "already exists" from lvcreate.
-        if let Some(v) = self.existing(&view.lvm, &req, class, &lv_name)? {
+        if let Some((v, lv)) = self.existing(&view.lvm, &req, class, &lv_name)? {
+            if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
+                // A thick restore or clone interrupted by a crash: copy again.
+                tracing::warn!(volume = %v.volume.as_ref().map(|v| v.volume_id.clone()).unwrap_or_default(), "restarting an unfinished block copy");
+                self.fill_from_source(class, &lv_name, src).await?;
+            }
             return Ok(v);
         }
         if size > cap.maximum_volume_size {
@@ -293,6 +346,12 @@ impl ControllerService {
             names::tag(names::TAG_NAME, &req.name),
             names::tag(names::TAG_CLASS, &class.name),
         ];
+        if let Some(src) = &source {
+            tags.push(names::tag(names::TAG_SOURCE, &src.id));
+            if class.provisioning == Provisioning::Thick {
+                tags.push(names::tag(names::TAG_INCOMPLETE, "1"));
+            }
+        }
         for (key, v) in [
             (names::TAG_FS_TYPE, &params.fs_type),
             (names::TAG_PVC, &params.pvc_name),
@@ -310,7 +369,20 @@ impl ControllerService {
             tags,
         };
         tracing::info!(name = %req.name, lv = %format!("{}/{lv_name}", class.volume_group), size, class = %class.name, "creating volume");
-        match self.lvm.create(&spec).await {
+        let created = match (&source, class.provisioning) {
+            (Some(src), Provisioning::Thin) => {
+                self.lvm
+                    .write(crate::lvm::args::lvcreate_thin_copy(
+                        &class.volume_group,
+                        &src.lv.name,
+                        &lv_name,
+                        &spec.tags,
+                    ))
+                    .await
+            }
+            _ => self.lvm.create(&spec).await,
+        };
+        match created {
             Ok(()) => {}
             Err(e) if e.kind == LvmErrorKind::Exists => {
                 let fresh = self
@@ -318,7 +390,10 @@ impl ControllerService {
                     .refresh_vg(&class.volume_group)
                     .await
                     .map_err(CsiError::lvm("reading LVM state"))?;
-                if let Some(v) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
+                if let Some((v, lv)) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
+                    if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
+                        self.fill_from_source(class, &lv_name, src).await?;
+                    }
                     return Ok(v);
                 }
                 return Err(CsiError::AlreadyExists(format!(
@@ -328,12 +403,29 @@ impl ControllerService {
             }
             Err(e) => return Err(CsiError::lvm(format!("creating volume {:?}", req.name))(e)),
         }
+        if let Some(src) = &source {
+            match class.provisioning {
+                // A thin copy starts at its source's size; grow it if asked.
+                Provisioning::Thin if size > src.lv.size => self
+                    .lvm
+                    .extend(&class.volume_group, &lv_name, size)
+                    .await
+                    .map_err(CsiError::lvm(format!(
+                        "growing restored volume {:?}",
+                        req.name
+                    )))?,
+                Provisioning::Thin => {}
+                Provisioning::Thick => self.fill_from_source(class, &lv_name, src).await?,
+            }
+        }
+        let mut tags = spec.tags.clone();
+        tags.retain(|t| !t.starts_with(names::TAG_INCOMPLETE));
         let lv = LvInfo {
             uuid: String::new(),
             name: lv_name.clone(),
             vg: class.volume_group.clone(),
             size,
-            tags: spec.tags.clone(),
+            tags,
             attr: match class.provisioning {
                 Provisioning::Thin => "Vwi-a-tz--".into(),
                 Provisioning::Thick => "-wi-a-----".into(),
@@ -370,7 +462,7 @@ impl ControllerService {
         req: &csi::CreateVolumeRequest,
         class: &DeviceClass,
         lv_name: &str,
-    ) -> CsiResult<Option<csi::CreateVolumeResponse>> {
+    ) -> CsiResult<Option<(csi::CreateVolumeResponse, LvInfo)>> {
         let Some(lv) = state
             .lvs
             .iter()
@@ -407,9 +499,28 @@ impl ControllerService {
                 lv.size
             ));
         }
-        Ok(Some(csi::CreateVolumeResponse {
-            volume: Some(self.volume(lv)),
-        }))
+        use csi::volume_content_source::Type;
+        let wanted = req
+            .volume_content_source
+            .as_ref()
+            .and_then(|s| match &s.r#type {
+                Some(Type::Snapshot(x)) => Some(x.snapshot_id.clone()),
+                Some(Type::Volume(x)) => Some(x.volume_id.clone()),
+                None => None,
+            });
+        let recorded = lv.tag(names::TAG_SOURCE).map(names::decode_tag_value);
+        if wanted != recorded {
+            return conflict(format!(
+                "another content source ({})",
+                recorded.unwrap_or_else(|| "none".into())
+            ));
+        }
+        Ok(Some((
+            csi::CreateVolumeResponse {
+                volume: Some(self.volume(lv)),
+            },
+            lv.clone(),
+        )))
     }
 
     async fn delete(&self, req: csi::DeleteVolumeRequest) -> CsiResult<csi::DeleteVolumeResponse> {
@@ -619,7 +730,7 @@ impl ControllerService {
             .lvm
             .lvs
             .iter()
-            .filter(|l| self.managed_vg(&l.vg) && self.owned(l))
+            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with("cv-"))
             .map(|l| (format!("{}/{}", l.vg, l.name), l))
             .collect();
         vols.sort_by(|a, b| a.0.cmp(&b.0));
@@ -876,6 +987,10 @@ impl Controller for ControllerService {
             Type::GetVolume,
             Type::VolumeCondition,
             Type::SingleNodeMultiWriter,
+            Type::CreateDeleteSnapshot,
+            Type::ListSnapshots,
+            Type::CloneVolume,
+            Type::GetSnapshot,
         ];
         Ok(Response::new(csi::ControllerGetCapabilitiesResponse {
             capabilities: caps
@@ -889,30 +1004,30 @@ impl Controller for ControllerService {
 
     async fn create_snapshot(
         &self,
-        _: Request<csi::CreateSnapshotRequest>,
+        r: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        unimplemented("snapshots yet")
+        logged("CreateSnapshot", self.create_snapshot(r.into_inner())).await
     }
 
     async fn delete_snapshot(
         &self,
-        _: Request<csi::DeleteSnapshotRequest>,
+        r: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        unimplemented("snapshots yet")
+        logged("DeleteSnapshot", self.delete_snapshot(r.into_inner())).await
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<csi::ListSnapshotsRequest>,
+        r: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
-        unimplemented("snapshots yet")
+        logged("ListSnapshots", self.list_snapshots(r.into_inner())).await
     }
 
     async fn get_snapshot(
         &self,
-        _: Request<csi::GetSnapshotRequest>,
+        r: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
-        unimplemented("snapshots yet")
+        logged("GetSnapshot", self.get_snapshot(r.into_inner())).await
     }
 
     async fn controller_expand_volume(

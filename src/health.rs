@@ -8,6 +8,12 @@ use crate::lvm::{LvInfo, LvmState};
 /// `abnormal` with a message an operator can act on, or "volume is healthy".
 pub fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
     let mut problems = Vec::new();
+    if lv.tag(crate::names::TAG_INCOMPLETE).is_some() {
+        problems.push(
+            "the block copy that fills this volume has not finished; CreateVolume will resume it"
+                .to_string(),
+        );
+    }
     if !lv.is_active() {
         problems.push("the LV is not active".to_string());
     }

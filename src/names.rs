@@ -13,6 +13,12 @@ pub const TAG_CLASS: &str = "carve.dev/class";
 pub const TAG_PVC: &str = "carve.dev/pvc";
 pub const TAG_PVC_NAMESPACE: &str = "carve.dev/pvc-namespace";
 pub const TAG_PV: &str = "carve.dev/pv";
+/// Snapshots and restored volumes: the volume or snapshot ID they came from.
+pub const TAG_SOURCE: &str = "carve.dev/source";
+/// Snapshots: the origin's size when the snapshot was taken.
+pub const TAG_SIZE: &str = "carve.dev/size";
+/// A thick restore or clone whose block copy has not finished: never ready.
+pub const TAG_INCOMPLETE: &str = "carve.dev/incomplete";
 /// The StorageClass fsType, so the node formats as asked even when a CO leaves
 /// the capability's fs_type empty.
 pub const TAG_FS_TYPE: &str = "carve.dev/fs-type";
@@ -23,6 +29,15 @@ pub const TAG_FS_TYPE: &str = "carve.dev/fs-type";
 /// The result stays well below LVM's limits (127 bytes, and VG+LV fitting in a
 /// device-mapper name).
 pub fn lv_name(request_name: &str) -> String {
+    prefixed_name("cv", request_name)
+}
+
+/// Snapshot LVs: `cs-…`, derived from the snapshot request name the same way.
+pub fn snapshot_lv_name(request_name: &str) -> String {
+    prefixed_name("cs", request_name)
+}
+
+fn prefixed_name(prefix: &str, request_name: &str) -> String {
     const READABLE: usize = 48;
     let digest = Sha256::digest(request_name.as_bytes());
     let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
@@ -37,7 +52,7 @@ pub fn lv_name(request_name: &str) -> String {
         })
         .take(READABLE)
         .collect();
-    format!("cv-{readable}-{hash}")
+    format!("{prefix}-{readable}-{hash}")
 }
 
 /// A volume ID is `<vg>/<lv>`: it names the node-local LV directly, so every RPC
@@ -52,10 +67,19 @@ impl VolumeId {
     /// `None` for anything that cannot be a carve volume ID; callers answer NotFound
     /// without running lvm, since no such volume can exist.
     pub fn parse(id: &str) -> Option<VolumeId> {
+        Self::parse_prefixed(id, "cv-")
+    }
+
+    /// A snapshot ID: the same `<vg>/<lv>` form, with `cs-` LV names.
+    pub fn parse_snapshot(id: &str) -> Option<VolumeId> {
+        Self::parse_prefixed(id, "cs-")
+    }
+
+    fn parse_prefixed(id: &str, prefix: &str) -> Option<VolumeId> {
         let (vg, lv) = id.split_once('/')?;
         if !crate::config::is_lvm_name(vg)
             || !crate::config::is_lvm_name(lv)
-            || !lv.starts_with("cv-")
+            || !lv.starts_with(prefix)
         {
             return None;
         }

@@ -125,6 +125,70 @@ pub fn lvremove(vg: &str, lv: &str, owner_tag: &str) -> Vec<String> {
     ]
 }
 
+/// A snapshot of `vg/origin`: thin (no size: shares the pool) when
+/// `cow_bytes` is None, else a classic copy-on-write snapshot with that much
+/// space. Thin snapshots keep LVM's activation-skip flag: they are never
+/// mounted, only restored from.
+pub fn lvcreate_snapshot(
+    vg: &str,
+    origin: &str,
+    name: &str,
+    cow_bytes: Option<u64>,
+    tags: &[String],
+) -> Vec<String> {
+    let mut a = vec![
+        s("lvcreate"),
+        s("--yes"),
+        s("--quiet"),
+        s("--snapshot"),
+        s("--name"),
+        s(name),
+    ];
+    if let Some(b) = cow_bytes {
+        a.push(s("--size"));
+        a.push(format!("{b}b"));
+    }
+    for t in tags {
+        a.push(s("--addtag"));
+        a.push(t.clone());
+    }
+    a.push(format!("{vg}/{origin}"));
+    a
+}
+
+/// A writable, active thin volume made from a thin snapshot or thin volume:
+/// how thin restores and clones are made (instant, sharing the pool).
+pub fn lvcreate_thin_copy(vg: &str, source: &str, name: &str, tags: &[String]) -> Vec<String> {
+    let mut a = vec![
+        s("lvcreate"),
+        s("--yes"),
+        s("--quiet"),
+        s("--snapshot"),
+        s("--setactivationskip"),
+        s("n"),
+        s("--activate"),
+        s("y"),
+        s("--name"),
+        s(name),
+    ];
+    for t in tags {
+        a.push(s("--addtag"));
+        a.push(t.clone());
+    }
+    a.push(format!("{vg}/{source}"));
+    a
+}
+
+pub fn lvchange_deltag(vg: &str, lv: &str, tag: &str) -> Vec<String> {
+    vec![
+        s("lvchange"),
+        s("--quiet"),
+        s("--deltag"),
+        s(tag),
+        format!("{vg}/{lv}"),
+    ]
+}
+
 /// Activates an LV (a node restart or an operator may have left it inactive).
 pub fn lvchange_activate(vg: &str, lv: &str) -> Vec<String> {
     vec![
@@ -165,6 +229,7 @@ mod tests {
             stripe_size: None,
             raid: None,
             mirrors: None,
+            snapshot_reserve_percent: None,
         }
     }
 
@@ -202,6 +267,23 @@ mod tests {
             }));
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn snapshot_builders() {
+        let t = vec!["carve.dev/owner=carve.dev".to_string()];
+        assert_eq!(
+            join(lvcreate_snapshot("vg", "cv-a", "cs-b", None, &t)),
+            "lvcreate --yes --quiet --snapshot --name cs-b --addtag carve.dev/owner=carve.dev vg/cv-a"
+        );
+        assert_eq!(
+            join(lvcreate_snapshot("vg", "cv-a", "cs-b", Some(8 << 20), &t)),
+            "lvcreate --yes --quiet --snapshot --name cs-b --size 8388608b --addtag carve.dev/owner=carve.dev vg/cv-a"
+        );
+        assert_eq!(
+            join(lvcreate_thin_copy("vg", "cs-b", "cv-c", &t)),
+            "lvcreate --yes --quiet --snapshot --setactivationskip n --activate y --name cv-c --addtag carve.dev/owner=carve.dev vg/cs-b"
+        );
     }
 
     #[test]

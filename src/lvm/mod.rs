@@ -128,6 +128,11 @@ impl Lvm {
             .map(drop)
     }
 
+    /// Runs any write built by [`args`]. Call with the VG's lock held.
+    pub async fn write(&self, args: Vec<String>) -> Result<(), LvmError> {
+        self.call(args).await.map(drop)
+    }
+
     /// Activates an LV.
     pub async fn activate(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
         self.call(args::lvchange_activate(vg, lv)).await.map(drop)
