@@ -216,6 +216,153 @@ async fn main() {
     let (bs, cs) = (pct(&mut bare_s, 0.5), pct(&mut carve_s, 0.5));
     println!("NodeStage     p50 {:8.1} ms   bare mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.10; {stage_rounds} rounds, 256 MiB ext4)", ms(cs), ms(bs), cs.as_secs_f64() / bs.as_secs_f64());
 
+    // Snapshots. Thin: CreateSnapshot vs bare `lvcreate -s` of the same origin,
+    // interleaved. Thick: a restore's block copy vs dd of the same size from
+    // the same snapshot device.
+    let thin_params = HashMap::from([("carve.dev/device-class".to_string(), "thin".to_string())]);
+    let origin = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "snap-origin".into(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 64 << 20,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![cap.clone()],
+            parameters: thin_params.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (mut bare_snap, mut carve_snap) = (vec![], vec![]);
+    let snap_rounds = rounds.min(15);
+    for i in 0..snap_rounds {
+        bare_snap.push(lvm(&[
+            "lvcreate",
+            "--yes",
+            "--quiet",
+            "--snapshot",
+            "--name",
+            &format!("bare-snap-{i}"),
+            &origin.volume_id,
+        ]));
+        let t = Instant::now();
+        c.create_snapshot(csi::CreateSnapshotRequest {
+            name: format!("bench-snap-{i}"),
+            source_volume_id: origin.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        carve_snap.push(t.elapsed());
+    }
+    let (bsn, csn) = (pct(&mut bare_snap, 0.5), pct(&mut carve_snap, 0.5));
+    println!("CreateSnapshot (thin) p50 {:8.1} ms   bare lvcreate -s p50 {:8.1} ms   ratio {:.3}  (target <= 1.10)", ms(csn), ms(bsn), csn.as_secs_f64() / bsn.as_secs_f64());
+
+    let copy_size: i64 = 256 << 20;
+    let src = c
+        .create_volume(csi::CreateVolumeRequest {
+            name: "copy-src".into(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: copy_size,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![cap.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let snap = c
+        .create_snapshot(csi::CreateSnapshotRequest {
+            name: "copy-snap".into(),
+            source_volume_id: src.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let dd_target = format!("{VG}/bare-copy");
+    lvm(&[
+        "lvcreate",
+        "--yes",
+        "--quiet",
+        "--name",
+        "bare-copy",
+        "--size",
+        &format!("{copy_size}b"),
+        VG,
+    ]);
+    let t = Instant::now();
+    run(
+        "dd",
+        &[
+            &format!("if=/dev/{}", snap.snapshot_id),
+            &format!("of=/dev/{dd_target}"),
+            "bs=4M",
+            &format!("count={}", copy_size >> 22),
+            "conv=fsync",
+            "status=none",
+        ],
+    );
+    let dd_time = t.elapsed();
+    let t = Instant::now();
+    c.create_volume(csi::CreateVolumeRequest {
+        name: "copy-restore".into(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: copy_size,
+            limit_bytes: 0,
+        }),
+        volume_capabilities: vec![cap.clone()],
+        volume_content_source: Some(csi::VolumeContentSource {
+            r#type: Some(csi::volume_content_source::Type::Snapshot(
+                csi::volume_content_source::SnapshotSource {
+                    snapshot_id: snap.snapshot_id.clone(),
+                },
+            )),
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let restore_time = t.elapsed();
+    let mibs = |d: Duration| (copy_size >> 20) as f64 / d.as_secs_f64();
+    // The copy phase alone, as carve logged it ("block copy finished … mib_per_s=…").
+    let log = std::fs::read_to_string("/tmp/bench/carve.log").unwrap_or_default();
+    let copy_rate: f64 = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("block copy finished"))
+        .and_then(|l| l.split("mib_per_s=").nth(1))
+        .and_then(|v| {
+            v.trim_matches(|c: char| c == '"' || c.is_whitespace())
+                .split(|c: char| c == '"' || c == ' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0);
+    println!(
+        "thick restore copy phase {:8.1} MiB/s (carve's log)   dd {:8.1} MiB/s   ratio {:.3}  (target >= 0.9; {} MiB)",
+        copy_rate,
+        mibs(dd_time),
+        copy_rate / mibs(dd_time),
+        copy_size >> 20
+    );
+    println!(
+        "thick restore whole CreateVolume {:8.1} MiB/s (lvcreate, copy, tag change)   dd {:8.1} MiB/s   ratio {:.3}  ({} MiB)",
+        mibs(restore_time),
+        mibs(dd_time),
+        mibs(restore_time) / mibs(dd_time),
+        copy_size >> 20
+    );
+
     // Let the refresh that the last mutations triggered finish first: the guest
     // has one CPU, and a report of 1,000 LVs would otherwise sit in the window.
     tokio::time::sleep(Duration::from_secs(3)).await;

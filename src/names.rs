@@ -17,6 +17,8 @@ pub const TAG_PV: &str = "carve.dev/pv";
 pub const TAG_SOURCE: &str = "carve.dev/source";
 /// Snapshots: the origin's size when the snapshot was taken.
 pub const TAG_SIZE: &str = "carve.dev/size";
+/// Snapshots: creation time (Unix seconds) as carve recorded it.
+pub const TAG_CREATED: &str = "carve.dev/created";
 /// A thick restore or clone whose block copy has not finished: never ready.
 pub const TAG_INCOMPLETE: &str = "carve.dev/incomplete";
 /// The StorageClass fsType, so the node formats as asked even when a CO leaves

@@ -80,8 +80,13 @@ impl ControllerService {
                 .tag(names::TAG_SOURCE)
                 .map(names::decode_tag_value)
                 .unwrap_or_default(),
+            // carve's own creation tag: stable across retries and restarts,
+            // and known without asking LVM.
             creation_time: Some(prost_types::Timestamp {
-                seconds: lv.created,
+                seconds: lv
+                    .tag(names::TAG_CREATED)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(lv.created),
                 nanos: 0,
             }),
             // A classic snapshot whose copy-on-write space overflowed is invalid.
@@ -112,51 +117,30 @@ impl ControllerService {
         let _guard = self.inflight.try_acquire(&snap_name).ok_or_else(|| {
             CsiError::Aborted(format!("snapshot {:?} is already being created", req.name))
         })?;
-        let (src_id, src, _) = self.lookup(&req.source_volume_id).await?;
+        // The source from the cached view (a fresh VG report when the view does
+        // not know it): the common path runs a single lvm command, lvcreate.
+        let src = self.lookup_cached(&req.source_volume_id).await?;
+        let src_id = VolumeId {
+            vg: src.vg.clone(),
+            lv: src.name.clone(),
+        };
         let _vg = self.lvm.lock_vg(&src_id.vg).await;
-        let view = self
-            .state
-            .refresh_vg(&src_id.vg)
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
-        if let Some(existing) = view
-            .lvm
-            .lvs
-            .iter()
-            .find(|l| l.name == snap_name && self.is_managed_vg(&l.vg))
-        {
-            let same_name = existing
-                .tag(names::TAG_NAME)
-                .map(names::decode_tag_value)
-                .as_deref()
-                == Some(req.name.as_str());
-            let same_source = existing
-                .tag(names::TAG_SOURCE)
-                .map(names::decode_tag_value)
-                .as_deref()
-                == Some(req.source_volume_id.as_str());
-            if self.is_owned(existing) && same_name && same_source {
-                return Ok(csi::CreateSnapshotResponse {
-                    snapshot: Some(self.snapshot_of(existing)),
-                });
-            }
-            return Err(CsiError::AlreadyExists(format!(
-                "snapshot {:?} exists for another source ({})",
-                req.name,
-                existing
-                    .tag(names::TAG_SOURCE)
-                    .map(names::decode_tag_value)
-                    .unwrap_or_default()
-            )));
+        let view = self.view_now()?;
+        if let Some(s) = self.existing_snapshot(&view.lvm, &snap_name, &req)? {
+            return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
         }
-        let src = self.find_owned(&view.lvm, &src_id).cloned().unwrap_or(src);
         let class = self.class_for(&src)?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let tags = vec![
             names::tag(names::TAG_OWNER, &self.driver_name),
             names::tag(names::TAG_NAME, &req.name),
             names::tag(names::TAG_CLASS, &class.name),
             names::tag(names::TAG_SOURCE, &req.source_volume_id),
             names::tag(names::TAG_SIZE, &src.size.to_string()),
+            names::tag(names::TAG_CREATED, &created.to_string()),
         ];
         let cow = match class.provisioning {
             Provisioning::Thin => None,
@@ -179,25 +163,94 @@ impl ControllerService {
             }
         };
         tracing::info!(name = %req.name, source = %req.source_volume_id, snapshot = %format!("{}/{snap_name}", src_id.vg), cow_bytes = ?cow, "creating snapshot");
-        self.lvm
+        match self
+            .lvm
             .write(args::lvcreate_snapshot(
                 &src_id.vg, &src_id.lv, &snap_name, cow, &tags,
             ))
             .await
-            .map_err(CsiError::lvm(format!("creating snapshot {:?}", req.name)))?;
-        let view = self
-            .state
-            .refresh_vg(&src_id.vg)
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
-        let lv = view.lvm.lv(&src_id.vg, &snap_name).ok_or_else(|| {
-            CsiError::Unavailable(format!(
-                "snapshot {snap_name} vanished right after creation"
-            ))
-        })?;
+        {
+            Ok(()) => {}
+            Err(e) if e.kind == LvmErrorKind::Exists => {
+                // Made by a call the cached view has not seen yet.
+                let fresh = self
+                    .state
+                    .refresh_vg(&src_id.vg)
+                    .await
+                    .map_err(CsiError::lvm("reading LVM state"))?;
+                if let Some(s) = self.existing_snapshot(&fresh.lvm, &snap_name, &req)? {
+                    return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
+                }
+                return Err(CsiError::AlreadyExists(format!(
+                    "LV {}/{snap_name} exists but is not this snapshot",
+                    src_id.vg
+                )));
+            }
+            Err(e) => {
+                return Err(CsiError::lvm(format!("creating snapshot {:?}", req.name))(
+                    e,
+                ))
+            }
+        }
+        let lv = LvInfo {
+            uuid: String::new(),
+            name: snap_name.clone(),
+            vg: src_id.vg.clone(),
+            size: cow.unwrap_or(src.size),
+            tags,
+            attr: if cow.is_some() {
+                "swi-a-s---".into()
+            } else {
+                "Vwi---tz-k".into()
+            },
+            pool: src.pool.clone(),
+            origin: src.name.clone(),
+            data_percent: None,
+            metadata_percent: None,
+            path: format!("/dev/{}/{snap_name}", src_id.vg),
+            health: String::new(),
+            created,
+            layout: String::new(),
+        };
+        let snapshot = self.snapshot_of(&lv);
+        self.state.apply(move |s| {
+            if let (Some(b), Some(vg)) = (cow, s.vgs.get_mut(&lv.vg)) {
+                vg.free = vg.free.saturating_sub(b);
+            }
+            s.lvs.push(lv);
+        });
         Ok(csi::CreateSnapshotResponse {
-            snapshot: Some(self.snapshot_of(lv)),
+            snapshot: Some(snapshot),
         })
+    }
+
+    /// A snapshot LV of this request's name already exists: the same request
+    /// (idempotent success) or another source (AlreadyExists).
+    fn existing_snapshot(
+        &self,
+        state: &LvmState,
+        snap_name: &str,
+        req: &csi::CreateSnapshotRequest,
+    ) -> CsiResult<Option<csi::Snapshot>> {
+        let Some(existing) = state
+            .lvs
+            .iter()
+            .find(|l| l.name == snap_name && self.is_managed_vg(&l.vg))
+        else {
+            return Ok(None);
+        };
+        let tag = |k| existing.tag(k).map(names::decode_tag_value);
+        if self.is_owned(existing)
+            && tag(names::TAG_NAME).as_deref() == Some(req.name.as_str())
+            && tag(names::TAG_SOURCE).as_deref() == Some(req.source_volume_id.as_str())
+        {
+            return Ok(Some(self.snapshot_of(existing)));
+        }
+        Err(CsiError::AlreadyExists(format!(
+            "snapshot {:?} exists for another source ({})",
+            req.name,
+            tag(names::TAG_SOURCE).unwrap_or_default()
+        )))
     }
 
     pub(crate) async fn delete_snapshot(

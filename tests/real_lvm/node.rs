@@ -886,3 +886,120 @@ async fn snapshot_bad_input_and_listing() {
     delete(&mut c, a).await;
     delete(&mut c, b).await;
 }
+
+#[tokio::test]
+async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
+    let cfg = testbed_config();
+    let mut first = Carve::start(&cfg).await;
+    let mut c = first.controller().await;
+    let mut n = NodeClient::new(first.channel().await);
+    let cap = mount_cap_fs("ext4", &[]);
+    let id = create(&mut c, "kill-src", None, 512 * MI, cap.clone()).await;
+    let p = paths("kill-src");
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    let payload: Vec<u8> = (0..8 * MI).map(|i| (i % 239) as u8).collect();
+    std::fs::write(p.target.join("payload.bin"), &payload).unwrap();
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    let snap = snapshot(&mut c, "kill-snap", &id).await.unwrap();
+    let req = from_snapshot("kill-restore", None, 0, &snap.snapshot_id, cap.clone());
+
+    // Start the restore and kill carve as soon as its block copy has begun.
+    let mut c2 = c.clone();
+    let r = req.clone();
+    let call = tokio::spawn(async move { c2.create_volume(r).await });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !first.log_text().contains("block copy started") {
+        assert!(
+            Instant::now() < deadline,
+            "copy never started: {}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(
+        call.await.unwrap().is_err(),
+        "the interrupted call cannot have succeeded"
+    );
+    assert!(
+        !first.log_text().contains("block copy finished"),
+        "the kill came after the copy"
+    );
+    drop(first);
+
+    let name = carve::names::lv_name("kill-restore");
+    let half = lv("carve-thick", &name).expect("the half-restored LV exists");
+    assert!(
+        half.lv_tags
+            .split(',')
+            .any(|t| t == "carve.dev/incomplete=1"),
+        "{}",
+        half.lv_tags
+    );
+
+    let second = Carve::start(&cfg).await;
+    let mut c = second.controller().await;
+    let mut n = NodeClient::new(second.channel().await);
+    let vid = format!("carve-thick/{name}");
+    let got = c
+        .controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: vid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = got.status.unwrap().volume_condition.unwrap();
+    assert!(
+        cond.abnormal && cond.message.contains("block copy"),
+        "{}",
+        cond.message
+    );
+
+    // The retry copies again and answers only when the volume is whole.
+    let v = c
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(v.volume_id, vid);
+    let whole = lv("carve-thick", &name).unwrap();
+    assert_eq!(
+        whole.lv_uuid, half.lv_uuid,
+        "the same LV, resumed, not a second one"
+    );
+    assert!(!whole.lv_tags.contains("incomplete"), "{}", whole.lv_tags);
+    let rp = paths("kill-restored");
+    stage(&mut n, &vid, &rp, &cap).await.unwrap();
+    publish(&mut n, &vid, &rp, &cap, false).await.unwrap();
+    assert!(std::fs::read(rp.target.join("payload.bin")).unwrap() == payload);
+    unpublish(&mut n, &vid, &rp).await;
+    unstage(&mut n, &vid, &rp).await;
+
+    // No leaked LVs: exactly the source, its snapshot, the restore and the
+    // test ground's foreign LVs.
+    let mut names: Vec<String> = lvs("carve-thick").into_iter().map(|l| l.lv_name).collect();
+    names.sort();
+    let mut want = vec![
+        "cv-foreign-0000000000000000".to_string(),
+        "foreign-data".to_string(),
+        split(&id).1.to_string(),
+        split(&snap.snapshot_id).1.to_string(),
+        name.clone(),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    c.delete_snapshot(csi::DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    delete(&mut c, vid).await;
+    delete(&mut c, id).await;
+    foreign_intact();
+}
