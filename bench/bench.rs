@@ -342,7 +342,7 @@ async fn main() {
         .and_then(|l| l.split("mib_per_s=").nth(1))
         .and_then(|v| {
             v.trim_matches(|c: char| c == '"' || c.is_whitespace())
-                .split(|c: char| c == '"' || c == ' ')
+                .split(['"', ' '])
                 .next()?
                 .parse()
                 .ok()
