@@ -19,6 +19,8 @@ use tonic::Code;
 
 #[path = "real_lvm/node.rs"]
 mod node;
+#[path = "real_lvm/snapshot.rs"]
+mod snapshot;
 
 const MI: i64 = 1 << 20;
 const GI: i64 = 1 << 30;
