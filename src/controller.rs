@@ -34,25 +34,6 @@ pub struct ControllerService {
     pub inflight: InFlight,
 }
 
-const TOKEN_PREFIX: &str = "carve1.";
-
-fn encode_token(after_id: &str) -> String {
-    let hex: String = after_id.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{TOKEN_PREFIX}{hex}")
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    let hex = token.strip_prefix(TOKEN_PREFIX)?;
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
 /// The size carve will allocate for a capacity range: the request rounded up to
 /// the class's granule, or the largest granule multiple under the limit.
 pub fn choose_size(range: Option<&csi::CapacityRange>, granule: u64) -> CsiResult<u64> {
@@ -707,21 +688,8 @@ impl ControllerService {
     }
 
     async fn list(&self, req: csi::ListVolumesRequest) -> CsiResult<csi::ListVolumesResponse> {
-        if req.max_entries < 0 {
-            return Err(CsiError::InvalidArgument(
-                "max_entries must not be negative".into(),
-            ));
-        }
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(&req.starting_token).ok_or_else(|| {
-                CsiError::Aborted(format!(
-                    "starting_token {:?} was not issued by carve",
-                    req.starting_token
-                ))
-            })?)
-        };
+        // Validate the token before anything else runs.
+        crate::pagination::check(req.max_entries, &req.starting_token)?;
         let view = match self.state.get() {
             Some(v) => v,
             None => self
@@ -730,31 +698,19 @@ impl ControllerService {
                 .await
                 .map_err(CsiError::lvm("reading LVM state"))?,
         };
-        let mut vols: Vec<(String, &LvInfo)> = view
+        let vols: Vec<(String, &LvInfo)> = view
             .lvm
             .lvs
             .iter()
             .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with("cv-"))
             .map(|l| (format!("{}/{}", l.vg, l.name), l))
             .collect();
-        vols.sort_by(|a, b| a.0.cmp(&b.0));
-        let start = match &after {
-            None => 0,
-            Some(a) => vols.partition_point(|(id, _)| id.as_str() <= a.as_str()),
-        };
-        let max = if req.max_entries == 0 {
-            usize::MAX
-        } else {
-            req.max_entries as usize
-        };
-        let page: Vec<_> = vols[start..].iter().take(max).collect();
-        let next_token = if start + page.len() < vols.len() {
-            page.last()
-                .map(|(id, _)| encode_token(id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (page, next_token) = crate::pagination::page(
+            vols,
+            |(id, _)| id.as_str(),
+            req.max_entries,
+            &req.starting_token,
+        )?;
         Ok(csi::ListVolumesResponse {
             entries: page
                 .iter()

@@ -16,6 +16,7 @@ pub mod lvm;
 pub mod mountinfo;
 pub mod names;
 pub mod node;
+pub mod pagination;
 pub mod params;
 pub mod server;
 pub mod snapshot;

@@ -20,8 +20,6 @@ use crate::error::{CsiError, CsiResult};
 use crate::lvm::{args, LvInfo, LvmErrorKind, LvmState};
 use crate::names::{self, VolumeId};
 
-const TOKEN_PREFIX: &str = "carve1s.";
-
 /// Where a new volume's content comes from, resolved and checked.
 pub struct Source {
     /// The LV to copy or snapshot from.
@@ -31,23 +29,6 @@ pub struct Source {
     /// The ID as the request named it, recorded in the new LV's tag.
     pub id: String,
     pub is_snapshot: bool,
-}
-
-fn encode_token(after: &str) -> String {
-    let hex: String = after.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("{TOKEN_PREFIX}{hex}")
-}
-
-fn decode_token(token: &str) -> Option<String> {
-    let hex = token.strip_prefix(TOKEN_PREFIX)?;
-    if hex.is_empty() || hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
 }
 
 fn snapshot_params_ok(p: &HashMap<String, String>) -> CsiResult<()> {
@@ -307,27 +288,14 @@ impl ControllerService {
         &self,
         req: csi::ListSnapshotsRequest,
     ) -> CsiResult<csi::ListSnapshotsResponse> {
-        if req.max_entries < 0 {
-            return Err(CsiError::InvalidArgument(
-                "max_entries must not be negative".into(),
-            ));
-        }
-        let after = if req.starting_token.is_empty() {
-            None
-        } else {
-            Some(decode_token(&req.starting_token).ok_or_else(|| {
-                CsiError::Aborted(format!(
-                    "starting_token {:?} was not issued by carve",
-                    req.starting_token
-                ))
-            })?)
-        };
+        // Validate the token before anything else runs.
+        crate::pagination::check(req.max_entries, &req.starting_token)?;
         let view = self
             .state
             .refresh()
             .await
             .map_err(CsiError::lvm("reading LVM state"))?;
-        let mut snaps: Vec<csi::Snapshot> = view
+        let snaps: Vec<csi::Snapshot> = view
             .lvm
             .lvs
             .iter()
@@ -338,24 +306,12 @@ impl ControllerService {
                 req.source_volume_id.is_empty() || s.source_volume_id == req.source_volume_id
             })
             .collect();
-        snaps.sort_by(|a, b| a.snapshot_id.cmp(&b.snapshot_id));
-        let start = match &after {
-            None => 0,
-            Some(a) => snaps.partition_point(|s| s.snapshot_id.as_str() <= a.as_str()),
-        };
-        let max = if req.max_entries == 0 {
-            usize::MAX
-        } else {
-            req.max_entries as usize
-        };
-        let page: Vec<csi::Snapshot> = snaps[start..].iter().take(max).cloned().collect();
-        let next_token = if start + page.len() < snaps.len() {
-            page.last()
-                .map(|s| encode_token(&s.snapshot_id))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (page, next_token) = crate::pagination::page(
+            snaps,
+            |s| s.snapshot_id.as_str(),
+            req.max_entries,
+            &req.starting_token,
+        )?;
         Ok(csi::ListSnapshotsResponse {
             entries: page
                 .into_iter()
@@ -542,14 +498,6 @@ pub type Controller = Arc<ControllerService>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_reject_garbage() {
-        let t = encode_token("vg/cs-a");
-        assert_eq!(decode_token(&t).as_deref(), Some("vg/cs-a"));
-        assert!(decode_token("garbage").is_none());
-        assert!(decode_token("carve1s.zz").is_none());
-    }
 
     #[test]
     fn only_k8s_metadata_parameters_are_accepted() {
