@@ -279,7 +279,9 @@ impl ControllerService {
             .inflight
             .try_acquire(&lv_name)
             .ok_or_else(|| Self::busy(&req.name))?;
-        let _vg = self.lvm.lock_vg(&class.volume_group).await;
+        // Held for the LVM writes; released before a block copy, which can run
+        // for minutes and must not stall every other write to the VG.
+        let mut vg_lock = Some(self.lvm.lock_vg(&class.volume_group).await);
         // Read the view only now: a create that held the VG lock before us has
         // already applied its change to it.
         let view = self.view()?;
@@ -316,6 +318,7 @@ impl ControllerService {
             if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
                 // A thick restore or clone interrupted by a crash: copy again.
                 tracing::warn!(volume = %v.volume.as_ref().map(|v| v.volume_id.clone()).unwrap_or_default(), "restarting an unfinished block copy");
+                vg_lock.take();
                 self.fill_from_source(class, &lv_name, src).await?;
             }
             return Ok(v);
@@ -377,6 +380,7 @@ impl ControllerService {
                     .map_err(CsiError::lvm("reading LVM state"))?;
                 if let Some((v, lv)) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
                     if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
+                        vg_lock.take();
                         self.fill_from_source(class, &lv_name, src).await?;
                     }
                     return Ok(v);
@@ -400,7 +404,10 @@ impl ControllerService {
                         req.name
                     )))?,
                 Provisioning::Thin => {}
-                Provisioning::Thick => self.fill_from_source(class, &lv_name, src).await?,
+                Provisioning::Thick => {
+                    vg_lock.take();
+                    self.fill_from_source(class, &lv_name, src).await?
+                }
             }
         }
         let mut tags = spec.tags.clone();
@@ -424,6 +431,7 @@ impl ControllerService {
             created: 0,
             layout: String::new(),
         };
+        drop(vg_lock);
         let volume = self.volume(&lv);
         let thick_class = (class.provisioning == Provisioning::Thick).then(|| class.clone());
         self.state.apply(move |s| {

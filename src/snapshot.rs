@@ -11,7 +11,6 @@
 //! busy", and for a classic snapshot a half-made LV), so carve does not add one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use crate::config::{DeviceClass, Provisioning};
 use crate::controller::ControllerService;
@@ -300,6 +299,8 @@ impl ControllerService {
             .lvs
             .iter()
             .filter(|l| self.is_managed_vg(&l.vg) && self.is_owned(l) && l.name.starts_with("cs-"))
+            // A clone's temporary snapshot is carve's working state, not a snapshot.
+            .filter(|l| !l.name.starts_with("cs-clone-"))
             .map(|l| self.snapshot_of(l))
             .filter(|s| req.snapshot_id.is_empty() || s.snapshot_id == req.snapshot_id)
             .filter(|s| {
@@ -420,6 +421,8 @@ impl ControllerService {
     /// Fills a new volume from its source. Thin: one lvcreate of a writable
     /// thin snapshot. Thick: the caller made the LV (tagged incomplete); this
     /// copies the content in and clears the tag.
+    /// Called without the VG lock: the copy can take minutes, so each LVM
+    /// write below takes the lock for itself.
     pub(crate) async fn fill_from_source(
         &self,
         class: &DeviceClass,
@@ -440,6 +443,7 @@ impl ControllerService {
                 .and_then(|v| v.lvm.vgs.get(vg).map(|g| g.extent_size))
                 .unwrap_or(4 << 20);
             let tags = vec![names::tag(names::TAG_OWNER, &self.driver_name)];
+            let _vg = self.lvm.lock_vg(vg).await;
             let _ = self.lvm.remove(vg, &temp, &tags[0]).await;
             self.lvm
                 .write(args::lvcreate_snapshot(
@@ -458,6 +462,7 @@ impl ControllerService {
         };
         let src_dev = format!("/dev/{vg}/{read_from}");
         if !std::path::Path::new(&src_dev).exists() {
+            let _vg = self.lvm.lock_vg(vg).await;
             self.lvm
                 .activate(vg, &read_from)
                 .await
@@ -472,6 +477,7 @@ impl ControllerService {
         )
         .await;
         if let Some(temp) = &temp {
+            let _vg = self.lvm.lock_vg(vg).await;
             let owner = names::tag(names::TAG_OWNER, &self.driver_name);
             if let Err(e) = self.lvm.remove(vg, temp, &owner).await {
                 tracing::warn!(lv = %format!("{vg}/{temp}"), error = %e, "could not remove the clone's temporary snapshot");
@@ -480,6 +486,7 @@ impl ControllerService {
         let copied = result
             .map_err(|e| CsiError::FailedPrecondition(format!("block copy {label} failed: {e}")))?;
         tracing::info!(copy = %label, bytes = copied.bytes, seconds = copied.elapsed.as_secs_f64(), mib_per_s = format!("{:.1}", copied.mib_per_second()), "block copy finished");
+        let _vg = self.lvm.lock_vg(vg).await;
         self.lvm
             .write(args::lvchange_deltag(
                 vg,
@@ -491,9 +498,6 @@ impl ControllerService {
         Ok(())
     }
 }
-
-/// Shared handle type used by the gRPC layer.
-pub type Controller = Arc<ControllerService>;
 
 #[cfg(test)]
 mod tests {
