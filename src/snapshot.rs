@@ -30,6 +30,15 @@ pub struct Source {
     pub is_snapshot: bool,
 }
 
+/// Bytes of content an LV holds: a snapshot's origin size as recorded when it
+/// was taken (a classic snapshot LV's own size is only its COW space), else
+/// the LV's size.
+fn content_size(lv: &LvInfo) -> u64 {
+    lv.tag(names::TAG_SIZE)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(lv.size)
+}
+
 fn snapshot_params_ok(p: &HashMap<String, String>) -> CsiResult<()> {
     // external-snapshotter adds csi.storage.k8s.io/volumesnapshot/* metadata;
     // carve takes no snapshot parameters of its own.
@@ -49,10 +58,7 @@ impl ControllerService {
     }
 
     pub(crate) fn snapshot_of(&self, lv: &LvInfo) -> csi::Snapshot {
-        let size = lv
-            .tag(names::TAG_SIZE)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(lv.size);
+        let size = content_size(lv);
         csi::Snapshot {
             size_bytes: size as i64,
             snapshot_id: format!("{}/{}", lv.vg, lv.name),
@@ -406,10 +412,7 @@ impl ControllerService {
                 lv.vg, class.name, class.volume_group
             )));
         }
-        let size = lv
-            .tag(names::TAG_SIZE)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(lv.size);
+        let size = content_size(&lv);
         Ok(Source {
             lv,
             size,
