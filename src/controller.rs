@@ -81,11 +81,11 @@ fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
 }
 
 impl ControllerService {
-    fn owned(&self, lv: &LvInfo) -> bool {
+    pub(crate) fn owned(&self, lv: &LvInfo) -> bool {
         lv.tag(names::TAG_OWNER) == Some(self.driver_name.as_str())
     }
 
-    fn managed_vg(&self, vg: &str) -> bool {
+    pub(crate) fn managed_vg(&self, vg: &str) -> bool {
         self.config
             .device_classes
             .iter()
@@ -109,18 +109,6 @@ impl ControllerService {
                         }
                 })
             })
-    }
-
-    pub(crate) fn is_owned(&self, lv: &LvInfo) -> bool {
-        self.owned(lv)
-    }
-
-    pub(crate) fn is_managed_vg(&self, vg: &str) -> bool {
-        self.managed_vg(vg)
-    }
-
-    pub(crate) fn find_owned<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
-        self.find(state, id)
     }
 
     /// The configured class a carve LV belongs to, or FailedPrecondition.
@@ -173,7 +161,7 @@ impl ControllerService {
     }
 
     /// A carve-owned LV in a managed VG, from a state report.
-    fn find<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
+    pub(crate) fn find<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
         state
             .lv(&id.vg, &id.lv)
             .filter(|lv| self.managed_vg(&lv.vg) && self.owned(lv) && lv.name.starts_with("cv-"))
@@ -222,7 +210,7 @@ impl ControllerService {
     }
 
     /// The cached view, or Unavailable while LVM has never answered.
-    fn view(&self) -> CsiResult<Arc<crate::state::View>> {
+    pub(crate) fn view(&self) -> CsiResult<Arc<crate::state::View>> {
         self.state.get().ok_or_else(|| {
             CsiError::Unavailable(format!(
                 "LVM state is not known yet: {}",
@@ -231,10 +219,6 @@ impl ControllerService {
                     .unwrap_or_else(|| "first report pending".into())
             ))
         })
-    }
-
-    pub(crate) fn view_now(&self) -> CsiResult<Arc<crate::state::View>> {
-        self.view()
     }
 
     fn busy(key: &str) -> CsiError {
@@ -616,8 +600,6 @@ impl ControllerService {
         )))
     }
 
-    /// Looks a volume up in the cache, then (for volumes created moments ago or
-    /// outside carve's view) in a fresh report.
     /// Like [`Self::lookup`], but answered from the cached view when it knows the
     /// volume: for node calls on the hot path (stage, publish), which check the
     /// device node itself and fall back to [`Self::lookup`] when it is missing.
@@ -632,6 +614,8 @@ impl ControllerService {
         self.lookup(volume_id).await.map(|(_, lv, _)| lv)
     }
 
+    /// The carve volume behind `volume_id` from a fresh report of its VG (its
+    /// current state matters to the caller), or NotFound.
     pub(crate) async fn lookup(
         &self,
         volume_id: &str,

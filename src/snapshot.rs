@@ -54,7 +54,7 @@ impl ControllerService {
     fn snapshot_lv<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
         state
             .lv(&id.vg, &id.lv)
-            .filter(|l| self.is_managed_vg(&l.vg) && self.is_owned(l) && l.name.starts_with("cs-"))
+            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with("cs-"))
     }
 
     pub(crate) fn snapshot_of(&self, lv: &LvInfo) -> csi::Snapshot {
@@ -111,7 +111,7 @@ impl ControllerService {
             lv: src.name.clone(),
         };
         let _vg = self.lvm.lock_vg(&src_id.vg).await;
-        let view = self.view_now()?;
+        let view = self.view()?;
         if let Some(s) = self.existing_snapshot(&view.lvm, &snap_name, &req)? {
             return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
         }
@@ -221,12 +221,12 @@ impl ControllerService {
         let Some(existing) = state
             .lvs
             .iter()
-            .find(|l| l.name == snap_name && self.is_managed_vg(&l.vg))
+            .find(|l| l.name == snap_name && self.managed_vg(&l.vg))
         else {
             return Ok(None);
         };
         let tag = |k| existing.tag(k).map(names::decode_tag_value);
-        if self.is_owned(existing)
+        if self.owned(existing)
             && tag(names::TAG_NAME).as_deref() == Some(req.name.as_str())
             && tag(names::TAG_SOURCE).as_deref() == Some(req.source_volume_id.as_str())
         {
@@ -247,7 +247,7 @@ impl ControllerService {
             return Err(CsiError::InvalidArgument("snapshot_id is required".into()));
         }
         let Some(id) =
-            VolumeId::parse_snapshot(&req.snapshot_id).filter(|id| self.is_managed_vg(&id.vg))
+            VolumeId::parse_snapshot(&req.snapshot_id).filter(|id| self.managed_vg(&id.vg))
         else {
             return Ok(csi::DeleteSnapshotResponse {});
         };
@@ -304,7 +304,7 @@ impl ControllerService {
             .lvm
             .lvs
             .iter()
-            .filter(|l| self.is_managed_vg(&l.vg) && self.is_owned(l) && l.name.starts_with("cs-"))
+            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with("cs-"))
             // A clone's temporary snapshot is carve's working state, not a snapshot.
             .filter(|l| !l.name.starts_with("cs-clone-"))
             .map(|l| self.snapshot_of(l))
@@ -342,7 +342,7 @@ impl ControllerService {
             ))
         };
         let id = VolumeId::parse_snapshot(&req.snapshot_id)
-            .filter(|id| self.is_managed_vg(&id.vg))
+            .filter(|id| self.managed_vg(&id.vg))
             .ok_or_else(not_found)?;
         let view = match self.state.refresh_vg(&id.vg).await {
             Ok(v) => v,
@@ -388,7 +388,7 @@ impl ControllerService {
         } else {
             VolumeId::parse(&id_str)
         }
-        .filter(|id| self.is_managed_vg(&id.vg))
+        .filter(|id| self.managed_vg(&id.vg))
         .ok_or_else(not_found)?;
         let view = match self.state.refresh_vg(&id.vg).await {
             Ok(v) => v,
@@ -398,7 +398,7 @@ impl ControllerService {
         let lv = if is_snapshot {
             self.snapshot_lv(&view.lvm, &id)
         } else {
-            self.find_owned(&view.lvm, &id)
+            self.find(&view.lvm, &id)
         }
         .cloned()
         .ok_or_else(not_found)?;
