@@ -91,10 +91,7 @@ impl Lvm {
 
     /// All VGs and LVs in one lvm call.
     pub async fn state(&self) -> Result<LvmState, LvmError> {
-        let args = args::fullreport();
-        let line = exec::display("lvm", &args);
-        let out = self.call(args).await?;
-        report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
+        self.report(args::fullreport()).await
     }
 
     /// The state of one VG (its PVs and LVs) in one lvm call: cheaper than
@@ -102,6 +99,10 @@ impl Lvm {
     pub async fn state_of(&self, vg: &str) -> Result<LvmState, LvmError> {
         let mut args = args::fullreport();
         args.push(vg.to_string());
+        self.report(args).await
+    }
+
+    async fn report(&self, args: Vec<String>) -> Result<LvmState, LvmError> {
         let line = exec::display("lvm", &args);
         let out = self.call(args).await?;
         report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
