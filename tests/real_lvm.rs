@@ -212,6 +212,19 @@ async fn capacity(c: &mut ControllerClient<Channel>, class: &str) -> csi::GetCap
     .into_inner()
 }
 
+/// Creates a volume and asserts success.
+async fn create_ok(
+    c: &mut ControllerClient<Channel>,
+    req: csi::CreateVolumeRequest,
+) -> csi::Volume {
+    c.create_volume(req)
+        .await
+        .expect("CreateVolume")
+        .into_inner()
+        .volume
+        .expect("volume in response")
+}
+
 /// Deletes a volume and asserts success.
 async fn delete(c: &mut ControllerClient<Channel>, id: impl Into<String>) {
     c.delete_volume(csi::DeleteVolumeRequest {
@@ -321,13 +334,7 @@ async fn thick_volume_lifecycle_with_exact_capacity_accounting() {
         .insert("csi.storage.k8s.io/pvc/namespace".into(), "db".into());
     req.parameters
         .insert("csi.storage.k8s.io/pv/name".into(), "pvc-thick-1".into());
-    let vol = c
-        .create_volume(req.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_ok(&mut c, req.clone()).await;
     assert_eq!(
         vol.capacity_bytes,
         104 * MI,
@@ -362,13 +369,7 @@ async fn thick_volume_lifecycle_with_exact_capacity_accounting() {
     );
 
     // Idempotent retry; conflicting retry.
-    let again = c
-        .create_volume(req.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create_ok(&mut c, req.clone()).await;
     assert_eq!(again.volume_id, vol.volume_id);
     assert_eq!(
         lv(vg, name).unwrap().lv_uuid,
@@ -469,13 +470,7 @@ async fn thin_volumes_overcommit_up_to_the_ratio_only() {
     let before = capacity(&mut c, "thin").await;
     // 2 GiB pool x 4 minus the foreign 256 MiB thin LV.
     assert_eq!(before.available_capacity, 8 * GI - 256 * MI);
-    let vol = c
-        .create_volume(create_req("thin-1", Some("thin"), 3 * GI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_ok(&mut c, create_req("thin-1", Some("thin"), 3 * GI)).await;
     let (vg, name) = split(&vol.volume_id);
     assert_eq!(vg, "carve-thin");
     assert_eq!(lv(vg, name).unwrap().lv_layout, "thin,sparse");
@@ -505,13 +500,7 @@ async fn raid1_and_striped_classes_use_their_layout() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
     let before = capacity(&mut c, "mirrored").await;
-    let m = c
-        .create_volume(create_req("mirror-1", Some("mirrored"), 64 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let m = create_ok(&mut c, create_req("mirror-1", Some("mirrored"), 64 * MI)).await;
     let (vg, name) = split(&m.volume_id);
     assert_eq!(lv(vg, name).unwrap().lv_layout, "raid,raid1");
     // Right away (carve's own accounting) and after the background refresh
@@ -522,13 +511,7 @@ async fn raid1_and_striped_classes_use_their_layout() {
         before.available_capacity - after.available_capacity,
         64 * MI + 4 * MI
     );
-    let s = c
-        .create_volume(create_req("stripe-1", Some("striped"), 10 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let s = create_ok(&mut c, create_req("stripe-1", Some("striped"), 10 * MI)).await;
     assert_eq!(
         s.capacity_bytes,
         16 * MI,
@@ -553,12 +536,8 @@ async fn list_volumes_pages_stably_and_shows_only_carve_volumes() {
     let mut ids = Vec::new();
     for i in 0..7 {
         ids.push(
-            c.create_volume(create_req(&format!("list-{i}"), None, 4 * MI))
+            create_ok(&mut c, create_req(&format!("list-{i}"), None, 4 * MI))
                 .await
-                .unwrap()
-                .into_inner()
-                .volume
-                .unwrap()
                 .volume_id,
         );
     }
@@ -667,13 +646,7 @@ async fn foreign_lvs_are_never_touched() {
 async fn inactive_lv_shows_an_abnormal_condition() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
-    let vol = c
-        .create_volume(create_req("cond-1", None, 8 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_ok(&mut c, create_req("cond-1", None, 8 * MI)).await;
     lvm(&["lvchange", "-an", &vol.volume_id]);
     let got = c
         .controller_get_volume(csi::ControllerGetVolumeRequest {
@@ -716,13 +689,7 @@ async fn concurrent_creates_of_one_name_converge_on_one_lv() {
         1
     );
     let mut c = c.clone();
-    let v = c
-        .create_volume(create_req("race-1", None, 16 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create_ok(&mut c, create_req("race-1", None, 16 * MI)).await;
     delete(&mut c, v.volume_id).await;
 }
 
@@ -761,13 +728,7 @@ async fn restart_converges_on_existing_lv_and_sigterm_is_graceful() {
     // A new process finds the same LV for the same request name.
     let second = Carve::start(&cfg).await;
     let mut c = second.controller().await;
-    let again = c
-        .create_volume(create_req("restart-1", None, 8 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = create_ok(&mut c, create_req("restart-1", None, 8 * MI)).await;
     assert_eq!(again.volume_id, vol.volume_id);
     delete(&mut c, vol.volume_id).await;
 }
@@ -776,13 +737,7 @@ async fn restart_converges_on_existing_lv_and_sigterm_is_graceful() {
 async fn delete_of_an_open_volume_is_failed_precondition() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
-    let vol = c
-        .create_volume(create_req("open-1", None, 8 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_ok(&mut c, create_req("open-1", None, 8 * MI)).await;
     let dev = format!("/dev/{}", vol.volume_id);
     let holder = std::fs::File::open(&dev).unwrap();
     let e = c
@@ -801,13 +756,7 @@ async fn delete_of_an_open_volume_is_failed_precondition() {
 async fn delete_never_cascades_into_a_foreign_snapshot() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
-    let vol = c
-        .create_volume(create_req("origin-1", None, 8 * MI))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let vol = create_ok(&mut c, create_req("origin-1", None, 8 * MI)).await;
     let (vg, name) = split(&vol.volume_id);
     // An operator's own classic snapshot of a carve volume (no carve tag).
     lvm(&[

@@ -121,13 +121,7 @@ pub(super) async fn create(
 ) -> String {
     let mut req = create_req(name, class, size);
     req.volume_capabilities = vec![cap];
-    c.create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-        .volume_id
+    create_ok(c, req).await.volume_id
 }
 
 async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {

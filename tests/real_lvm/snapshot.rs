@@ -106,19 +106,17 @@ async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
     let new: Vec<u8> = vec![0xAB; 2 * MI as usize];
     std::fs::write(p.target.join("data.bin"), &new).unwrap();
 
-    let restored = c
-        .create_volume(from_snapshot(
+    let restored = create_ok(
+        &mut c,
+        from_snapshot(
             &format!("restored-{tag}"),
             class,
             0,
             &snap.snapshot_id,
             cap.clone(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(restored.capacity_bytes, 320 * MI);
     assert!(restored.content_source.is_some());
     let rp = paths(&format!("snap-restored-{tag}"));
@@ -135,19 +133,17 @@ async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
         "source keeps its new data"
     );
     // A restore larger than the source grows to the requested size.
-    let bigger = c
-        .create_volume(from_snapshot(
+    let bigger = create_ok(
+        &mut c,
+        from_snapshot(
             &format!("restored-big-{tag}"),
             class,
             512 * MI,
             &snap.snapshot_id,
             cap.clone(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(bigger.capacity_bytes, 512 * MI);
     let (vg, name) = split(&bigger.volume_id);
     assert_eq!(lv(vg, name).unwrap().lv_size, (512 * MI).to_string());
@@ -213,19 +209,11 @@ async fn clone_of_mounted_volume(class: Option<&str>) {
     stage(&mut n, &id, &p, &cap).await.unwrap();
     publish(&mut n, &id, &p, &cap, false).await.unwrap();
     std::fs::write(p.target.join("f.txt"), b"cloned while mounted").unwrap();
-    let clone = c
-        .create_volume(from_volume(
-            &format!("clone-{tag}"),
-            class,
-            0,
-            &id,
-            cap.clone(),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let clone = create_ok(
+        &mut c,
+        from_volume(&format!("clone-{tag}"), class, 0, &id, cap.clone()),
+    )
+    .await;
     let (vg, name) = split(&clone.volume_id);
     assert!(lv(vg, name)
         .unwrap()
@@ -492,13 +480,7 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     );
 
     // The retry copies again and answers only when the volume is whole.
-    let v = c
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = create_ok(&mut c, req).await;
     assert_eq!(v.volume_id, vid);
     let whole = lv("carve-thick", &name).unwrap();
     assert_eq!(
