@@ -32,12 +32,12 @@ job="$CARVE_JOB"
 rc_file="$job/rc"
 echo 99 > "$rc_file" 2>/dev/null
 
-# modprobe looks in <dir>/lib/modules/<release>; the UML package ships the modules
-# under /usr/lib/uml/modules, so point modprobe at a tmpfs tree that links there
-# (nothing is created on the host's filesystem).
+# modprobe looks in <dir>/lib/modules/<release>; the kernel's modules live in
+# CARVE_UML_MODULES (see install-kernel.sh), so point modprobe at a tmpfs tree
+# that links there (nothing is created on the host's filesystem).
 rel=$(uname -r)
 mkdir -p /run/modroot/lib/modules
-ln -s "/usr/lib/uml/modules/$rel" "/run/modroot/lib/modules/$rel"
+ln -s "$CARVE_UML_MODULES/$rel" "/run/modroot/lib/modules/$rel"
 missing=""
 for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror raid0 raid1 raid10 raid456; do
     modprobe -d /run/modroot "$m" 2>>/run/modprobe.err || missing="$missing $m"

@@ -10,8 +10,9 @@ repo=$(cd "$here/../.." && pwd)
 script=${1:?usage: hack/uml/run.sh SCRIPT [ARGS...]}
 shift
 
-command -v linux.uml >/dev/null || { echo "carve-uml: linux.uml not found: apt-get install user-mode-linux" >&2; exit 97; }
-[ -d /usr/lib/uml/modules ] || { echo "carve-uml: /usr/lib/uml/modules missing (user-mode-linux package incomplete)" >&2; exit 97; }
+# The kernel hack/uml/install-kernel.sh installs (hack/setup.sh runs it).
+uml=${CARVE_UML_DIR:-/opt/carve-uml/current}
+[ -x "$uml/linux" ] && [ -d "$uml/modules" ] || { echo "carve-uml: no user-mode-linux kernel in $uml: run hack/setup.sh" >&2; exit 97; }
 
 mem=${CARVE_UML_MEM:-2G}
 job=$(mktemp -d "$repo/target/uml/run.XXXXXX" 2>/dev/null || { mkdir -p "$repo/target/uml"; mktemp -d "$repo/target/uml/run.XXXXXX"; })
@@ -30,8 +31,8 @@ tailer=$!
 trap 'kill $tailer 2>/dev/null || true' EXIT
 
 # UML keeps its RAM in a file under TMPDIR; /dev/shm is fast and sized for it.
-TMPDIR=/dev/shm linux.uml mem="$mem" rootfstype=hostfs rootflags=/ rw \
-    init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" \
+TMPDIR=/dev/shm "$uml/linux" mem="$mem" rootfstype=hostfs rootflags=/ rw \
+    init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" CARVE_UML_MODULES="$(cd "$uml/modules" && pwd -P)" \
     con=null con0=fd:0,fd:1 </dev/null > "$job/console.log" 2>&1 || true
 sleep 0.3
 kill $tailer 2>/dev/null || true
