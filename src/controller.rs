@@ -376,6 +376,9 @@ impl ControllerService {
             }
             Err(e) => return Err(CsiError::lvm(format!("creating volume {:?}", req.name))(e)),
         }
+        if source.is_some() {
+            crate::crash::point("create-after-lvcreate");
+        }
         if let Some(src) = &source {
             match class.provisioning {
                 // A thin copy starts at its source's size; grow it if asked.

@@ -34,7 +34,11 @@ pub fn copy_blocking(src: &str, dst: &str, bytes: u64, label: &str) -> std::io::
         let want = ((bytes - done) as usize).min(CHUNK);
         input.read_exact(&mut buf[..want])?;
         output.write_all(&buf[..want])?;
+        let before = done;
         done += want as u64;
+        if before < bytes / 2 && done >= bytes / 2 {
+            crate::crash::point("copy-midway");
+        }
         if last_log.elapsed() >= PROGRESS_EVERY {
             last_log = Instant::now();
             let rate = done as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod copy;
+pub mod crash;
 pub mod csi;
 pub mod error;
 pub mod exec;

@@ -461,6 +461,7 @@ impl ControllerService {
                     "snapshotting {} for the clone",
                     source.id
                 )))?;
+            crate::crash::point("clone-after-temp-snapshot");
             (temp.clone(), Some(temp))
         };
         let src_dev = format!("/dev/{vg}/{read_from}");
@@ -479,6 +480,9 @@ impl ControllerService {
             label.clone(),
         )
         .await;
+        if result.is_ok() {
+            crate::crash::point("copy-after-data");
+        }
         if let Some(temp) = &temp {
             let _vg = self.lvm.lock_vg(vg).await;
             let owner = names::tag(names::TAG_OWNER, &self.driver_name);
@@ -489,6 +493,7 @@ impl ControllerService {
         let copied = result
             .map_err(|e| CsiError::FailedPrecondition(format!("block copy {label} failed: {e}")))?;
         tracing::info!(copy = %label, bytes = copied.bytes, seconds = copied.elapsed.as_secs_f64(), mib_per_s = format!("{:.1}", copied.mib_per_second()), "block copy finished");
+        crate::crash::point("fill-before-complete");
         let _vg = self.lvm.lock_vg(vg).await;
         self.lvm
             .write(args::lvchange_deltag(
