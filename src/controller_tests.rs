@@ -3,7 +3,7 @@
 //! the expected argv.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tonic::Code;
 
@@ -13,64 +13,8 @@ use crate::csi::controller_server::Controller;
 use crate::csi::volume_capability::{
     access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
 };
-use crate::exec::Finished;
-use crate::lvm::{LvmError, LvmRunner};
+use crate::lvm::fake::FakeLvm;
 use crate::server::{services, Options};
-
-const FIXTURE: &str = include_str!("../tests/fixtures/fullreport.json");
-
-/// Answers `fullreport` from the fixture and every other command with success
-/// (or a scripted failure); remembers every command.
-#[derive(Default)]
-struct Scripted {
-    calls: Mutex<Vec<Vec<String>>>,
-    fail: Mutex<HashMap<String, String>>,
-}
-
-#[async_trait::async_trait]
-impl LvmRunner for Scripted {
-    async fn run(&self, args: Vec<String>) -> Result<Finished, LvmError> {
-        self.calls.lock().unwrap().push(args.clone());
-        let cmd = args[0].clone();
-        if let Some(stderr) = self.fail.lock().unwrap().get(&cmd) {
-            return Ok(Finished {
-                code: Some(5),
-                stdout: String::new(),
-                stderr: stderr.clone(),
-            });
-        }
-        let stdout = match cmd.as_str() {
-            "fullreport" => FIXTURE.to_string(),
-            "lvremove" => "  Logical volume \"x\" successfully removed.\n".to_string(),
-            _ => String::new(),
-        };
-        Ok(Finished {
-            code: Some(0),
-            stdout,
-            stderr: String::new(),
-        })
-    }
-}
-
-impl Scripted {
-    fn commands(&self) -> Vec<String> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|a| a.join(" "))
-            .collect()
-    }
-    fn writes(&self) -> Vec<String> {
-        self.commands()
-            .into_iter()
-            .filter(|c| !c.starts_with("fullreport"))
-            .collect()
-    }
-    fn clear(&self) {
-        self.calls.lock().unwrap().clear();
-    }
-}
 
 const CONFIG: &str = r#"
 [[device_class]]
@@ -94,8 +38,8 @@ type = "thick"
 raid = "raid1"
 "#;
 
-async fn setup() -> (Arc<ControllerService>, Arc<Scripted>) {
-    let runner = Arc::new(Scripted::default());
+async fn setup() -> (Arc<ControllerService>, Arc<FakeLvm>) {
+    let runner = FakeLvm::new();
     let opts = Options {
         endpoint: "unix:///unused".into(),
         node_id: "node-a".into(),
@@ -442,31 +386,38 @@ async fn bad_ids_get_not_found_without_lvm() {
 #[tokio::test]
 async fn foreign_lvs_are_never_listed_or_removed() {
     let (c, runner) = setup().await;
-    // `vgthick/inactive` carries the owner tag but not a carve name: listed; foreign
-    // and snap1 have no tag: never listed.
+    // An LV named like carve's but without its owner tag, in a managed VG.
+    runner.add_lv("vgthick", "cv-foreign-0011223344556677", "");
+    c.state.refresh().await.unwrap();
+    runner.clear();
     let list = c
         .list_volumes(Request::new(csi::ListVolumesRequest::default()))
         .await
         .unwrap()
         .into_inner();
-    let ids: Vec<String> = list
+    let mut lvs: Vec<String> = list
         .entries
         .iter()
-        .map(|e| e.volume.as_ref().unwrap().volume_id.clone())
+        .map(|e| {
+            let id = &e.volume.as_ref().unwrap().volume_id;
+            id.rsplit('/').next().unwrap().to_string()
+        })
         .collect();
-    assert!(
-        ids.iter()
-            .all(|id| !id.contains("foreign") && !id.contains("snap1") && !id.contains("pool0")),
-        "{ids:?}"
-    );
-    // A foreign LV renamed to look like carve's is still not carve's.
+    lvs.sort();
+    // Exactly the fixture's two carve volumes: not the pool, the foreign
+    // origin, its snapshot, the untagged look-alike, nor the RAID LV that has
+    // the owner tag but no carve name.
+    assert_eq!(lvs, ["cv-one-1a2b3c4d00112233", "cv-thin-00aa11bb22334455"]);
+    let id = list.entries[0].volume.as_ref().unwrap().volume_id.clone();
+    let foreign_id = id.replace(&lvs[0], "cv-foreign-0011223344556677");
     c.delete_volume(Request::new(csi::DeleteVolumeRequest {
-        volume_id: "vgthick/cv-foreign".into(),
+        volume_id: foreign_id,
         ..Default::default()
     }))
     .await
     .unwrap();
-    assert!(runner.writes().is_empty());
+    assert!(runner.writes().is_empty(), "{:?}", runner.writes());
+    assert!(runner.has_lv("vgthick", "cv-foreign-0011223344556677"));
 }
 
 #[tokio::test]
@@ -579,19 +530,6 @@ async fn concurrent_calls_on_one_volume_are_aborted() {
 #[tokio::test]
 async fn expand_of_block_volume_needs_no_node_step() {
     let (c, runner) = setup().await;
-    let e = c
-        .controller_expand_volume(Request::new(csi::ControllerExpandVolumeRequest {
-            volume_id: "vgthick/cv-one-1a2b3c4d".into(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: MI,
-                limit_bytes: 0,
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap_err();
-    // The fixture's carve-one LV is not named cv-…: it is not a carve volume ID.
-    assert_eq!(e.code(), Code::NotFound);
     let v = c
         .create_volume(Request::new(create_req("grow", 8 * MI, 0)))
         .await
@@ -599,25 +537,152 @@ async fn expand_of_block_volume_needs_no_node_step() {
         .into_inner()
         .volume
         .unwrap();
-    // The scripted report does not contain the new LV, so expansion cannot find it:
-    // lookups go to a fresh report, never to the optimistic cache.
-    let e = c
-        .controller_expand_volume(Request::new(csi::ControllerExpandVolumeRequest {
-            volume_id: v.volume_id,
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 16 * MI,
-                limit_bytes: 0,
-            }),
-            volume_capability: Some(csi::VolumeCapability {
-                access_type: Some(AccessType::Block(BlockVolume {})),
-                access_mode: Some(AccessMode {
-                    mode: Mode::SingleNodeWriter as i32,
-                }),
-            }),
+    let block = csi::VolumeCapability {
+        access_type: Some(AccessType::Block(BlockVolume {})),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    };
+    let expand = |cap: csi::VolumeCapability, bytes: i64| csi::ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(cap),
+        ..Default::default()
+    };
+    let r = c
+        .controller_expand_volume(Request::new(expand(block, 16 * MI)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 16 * MI);
+    assert!(
+        !r.node_expansion_required,
+        "a raw block volume has no filesystem to grow"
+    );
+    let r = c
+        .controller_expand_volume(Request::new(expand(mount_cap(), 24 * MI)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, 24 * MI);
+    assert!(r.node_expansion_required, "the node grows the filesystem");
+    let grows: Vec<String> = runner
+        .writes()
+        .into_iter()
+        .filter(|w| w.starts_with("lvextend"))
+        .collect();
+    assert_eq!(grows.len(), 2, "{grows:?}");
+    assert!(
+        grows[1].contains(&format!("--size {}b", 24 * MI)),
+        "{grows:?}"
+    );
+}
+
+/// Issue 8, finding 7: a refresh and a create interleave. Whatever the order in
+/// which the refresh's report and the create's own update reach the cache, the
+/// new volume is listed exactly once and the capacity is exact.
+async fn create_racing_a_refresh(report_taken_after_lvcreate: bool) {
+    let (c, runner) = setup().await;
+    let thin = |name: &str| {
+        let mut r = create_req(name, 100 * MI, 0);
+        r.parameters
+            .insert(crate::params::DEVICE_CLASS.into(), "thin".into());
+        r
+    };
+    let capacity = |c: Arc<ControllerService>| async move {
+        c.get_capacity(Request::new(csi::GetCapacityRequest {
+            parameters: HashMap::from([(crate::params::DEVICE_CLASS.into(), "thin".into())]),
             ..Default::default()
         }))
         .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    assert!(!runner.writes().iter().any(|w| w.starts_with("lvextend")));
+        .unwrap()
+        .into_inner()
+        .available_capacity
+    };
+    let before = capacity(c.clone()).await;
+    // The refresh is held inside its `lvm fullreport`.
+    let report = runner.gate("fullreport", !report_taken_after_lvcreate);
+    let refresh = {
+        let state = c.state.clone();
+        tokio::spawn(async move { state.refresh().await.map(drop) })
+    };
+    report.reached.notified().await;
+    let create = if report_taken_after_lvcreate {
+        // lvcreate lands, the report (now showing the LV) is installed, and
+        // only then does the create apply its own update.
+        let lvcreate = runner.gate("lvcreate", true);
+        let create = {
+            let c = c.clone();
+            tokio::spawn(async move { c.create_volume(Request::new(thin("race-a"))).await })
+        };
+        lvcreate.reached.notified().await;
+        report.release.notify_one();
+        refresh.await.unwrap().unwrap();
+        lvcreate.release.notify_one();
+        create.await.unwrap()
+    } else {
+        // The report was taken before lvcreate and is installed after the
+        // create has applied its update.
+        let r = c.create_volume(Request::new(thin("race-b"))).await;
+        report.release.notify_one();
+        refresh.await.unwrap().unwrap();
+        r
+    };
+    let id = create.unwrap().into_inner().volume.unwrap().volume_id;
+    let listed = c
+        .list_volumes(Request::new(csi::ListVolumesRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .iter()
+        .filter(|e| e.volume.as_ref().unwrap().volume_id == id)
+        .count();
+    assert_eq!(listed, 1, "the new volume is listed once");
+    assert_eq!(
+        before - capacity(c.clone()).await,
+        100 * MI,
+        "capacity drops by exactly the new volume"
+    );
+}
+
+#[tokio::test]
+async fn refresh_installed_before_the_creates_own_update() {
+    create_racing_a_refresh(true).await;
+}
+
+#[tokio::test]
+async fn refresh_taken_before_lvcreate_installed_after_it() {
+    create_racing_a_refresh(false).await;
+}
+
+/// Issue 8, finding 10: livenessprobe calls Probe every few seconds on every
+/// node; it must not run an LVM report each time.
+#[tokio::test]
+async fn probe_runs_no_lvm_command() {
+    let runner = FakeLvm::new();
+    let opts = Options {
+        endpoint: "unix:///unused".into(),
+        node_id: "node-a".into(),
+        driver_name: "carve.dev".into(),
+        max_volumes: 0,
+        config: Config::parse(CONFIG, "test").unwrap(),
+    };
+    let s = services(&opts, runner.clone());
+    s.state.refresh().await.unwrap();
+    runner.clear();
+    use crate::csi::identity_server::Identity;
+    for _ in 0..5 {
+        let r = s
+            .identity
+            .probe(Request::new(csi::ProbeRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.ready, Some(true));
+    }
+    assert_eq!(runner.commands(), Vec::<String>::new());
 }

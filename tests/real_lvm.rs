@@ -17,8 +17,16 @@ use carve::csi::{self};
 use tonic::transport::Channel;
 use tonic::Code;
 
+#[path = "real_lvm/clients.rs"]
+mod clients;
+#[path = "real_lvm/crash.rs"]
+mod crash;
 #[path = "real_lvm/node.rs"]
 mod node;
+#[path = "real_lvm/node_safety.rs"]
+mod node_safety;
+#[path = "real_lvm/provisioner.rs"]
+mod provisioner;
 #[path = "real_lvm/snapshot.rs"]
 mod snapshot;
 
@@ -40,14 +48,68 @@ struct Carve {
     log: PathBuf,
 }
 
+/// How a test starts carve: node name and extra environment (crash points).
+#[derive(Clone, Default)]
+struct Opts {
+    node: Option<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Opts {
+    fn crash_at(point: &str) -> Opts {
+        Opts {
+            env: vec![("CARVE_CRASH_POINT".into(), point.into())],
+            ..Default::default()
+        }
+    }
+    fn node(name: &str) -> Opts {
+        Opts {
+            node: Some(name.into()),
+            ..Default::default()
+        }
+    }
+}
+
 impl Carve {
     async fn start(config: &Path) -> Carve {
-        Self::try_start(config)
+        Self::start_with(config, Opts::default()).await
+    }
+
+    async fn start_with(config: &Path, opts: Opts) -> Carve {
+        Self::try_start_with(config, opts)
             .await
             .unwrap_or_else(|log| panic!("carve did not come up:\n{log}"))
     }
 
     async fn try_start(config: &Path) -> Result<Carve, String> {
+        Self::try_start_with(config, Opts::default()).await
+    }
+
+    /// Waits until the process has died on its own (a crash point), and
+    /// returns its log.
+    async fn wait_crashed(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(libc::SIGKILL),
+                    "carve ended by {status}, not by its crash point:\n{}",
+                    self.log_text()
+                );
+                return self.log_text();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "carve never reached its crash point:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn try_start_with(config: &Path, opts: Opts) -> Result<Carve, String> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let dir = PathBuf::from(format!("/tmp/carve-test-{}-{n}", std::process::id()));
@@ -55,11 +117,14 @@ impl Carve {
         let socket = dir.join("csi.sock");
         let log = dir.join("carve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_carve"))
-            .args(["serve", "--node-id", NODE, "--endpoint"])
+            .args(["serve", "--node-id"])
+            .arg(opts.node.as_deref().unwrap_or(NODE))
+            .arg("--endpoint")
             .arg(format!("unix://{}", socket.display()))
             .arg("--config")
             .arg(config)
             .env("CARVE_LOG", "carve=debug,info")
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -198,8 +263,29 @@ fn create_req(name: &str, class: Option<&str>, required: i64) -> csi::CreateVolu
     }
 }
 
+/// (VG, LV) named by a volume or snapshot ID: the `<vg>/<lv>` at its end.
 fn split(id: &str) -> (&str, &str) {
-    id.split_once('/').unwrap()
+    id.rsplit(':').next().unwrap().split_once('/').unwrap()
+}
+
+/// The ID carve lists for the volume on LV `lv` (a volume whose create never
+/// answered has no ID in the caller's hands).
+async fn listed_id(c: &mut ControllerClient<Channel>, lv: &str) -> Option<String> {
+    c.list_volumes(csi::ListVolumesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter_map(|e| e.volume.map(|v| v.volume_id))
+        .find(|id| split(id).1 == lv)
+}
+
+/// Names of every LV in `vg`, sorted.
+fn lv_names(vg: &str) -> Vec<String> {
+    let mut v: Vec<String> = lvs(vg).into_iter().map(|l| l.lv_name).collect();
+    v.sort();
+    v
 }
 
 async fn capacity(c: &mut ControllerClient<Channel>, class: &str) -> csi::GetCapacityResponse {
@@ -783,4 +869,58 @@ async fn delete_never_cascades_into_a_foreign_snapshot() {
     lvm(&["lvremove", "-q", "-y", &format!("{vg}/operator-backup")]);
     delete(&mut c, vol.volume_id.clone()).await;
     assert!(lv(vg, name).is_none());
+}
+
+/// Issue 8, finding 7: creates racing the background refresh (each create
+/// schedules one 250 ms later) never make the cache list a volume twice or
+/// lose one, and the capacity is exact after every create.
+#[tokio::test]
+async fn capacity_and_listing_stay_exact_while_refreshes_race_creates() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let before = capacity(&mut c, "thin").await.available_capacity;
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        ids.push(
+            create_ok(
+                &mut c,
+                create_req(&format!("race-cache-{i}"), Some("thin"), 100 * MI),
+            )
+            .await
+            .volume_id,
+        );
+        for _ in 0..3 {
+            let now = capacity(&mut c, "thin").await.available_capacity;
+            assert_eq!(
+                before - now,
+                (i + 1) * 100 * MI,
+                "after create {i}: capacity off by {} bytes",
+                before - now - (i + 1) * 100 * MI
+            );
+            let listed: Vec<String> = c
+                .list_volumes(csi::ListVolumesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+                .into_iter()
+                .map(|e| e.volume.unwrap().volume_id)
+                .filter(|id| id.contains("race-cache"))
+                .collect();
+            let mut unique = listed.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(
+                unique.len(),
+                listed.len(),
+                "a volume listed twice: {listed:?}"
+            );
+            assert_eq!(listed.len(), ids.len(), "a volume missing: {listed:?}");
+            tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+    }
+    for id in ids {
+        delete(&mut c, id).await;
+    }
+    assert_eq!(capacity(&mut c, "thin").await.available_capacity, before);
 }

@@ -49,7 +49,7 @@ done
 # job directory are bound back to their own paths.
 mkdir -p /run/host-tmp
 mount --bind /tmp /run/host-tmp
-mount -t tmpfs -o size=3g tmpfs /tmp
+mount -t tmpfs -o size=4g tmpfs /tmp
 for keep in "$CARVE_CWD" "$job"; do
     case "$keep" in
         /tmp/*)

@@ -14,7 +14,7 @@ shift
 uml=${CARVE_UML_DIR:-/opt/carve-uml/current}
 [ -x "$uml/linux" ] && [ -d "$uml/modules" ] || { echo "carve-uml: no user-mode-linux kernel in $uml: run hack/setup.sh" >&2; exit 97; }
 
-mem=${CARVE_UML_MEM:-2G}
+mem=${CARVE_UML_MEM:-6G}
 job=$(mktemp -d "$repo/target/uml/run.XXXXXX" 2>/dev/null || { mkdir -p "$repo/target/uml"; mktemp -d "$repo/target/uml/run.XXXXXX"; })
 script_abs=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
 {

@@ -6,6 +6,8 @@
 
 pub mod args;
 pub mod error;
+#[cfg(test)]
+pub mod fake;
 pub mod report;
 
 use std::collections::HashMap;

@@ -280,7 +280,7 @@ mod tests {
         assert_eq!(raid.pv_count, 2);
         assert_eq!(raid.pvs.len(), 2);
 
-        let one = s.lv("vgthick", "carve-one-1a2b3c4d").unwrap();
+        let one = s.lv("vgthick", "cv-one-1a2b3c4d00112233").unwrap();
         assert_eq!(one.size, 100 * 1024 * 1024);
         assert_eq!(one.tag("carve.dev/owner"), Some("carve.dev"));
         assert_eq!(one.tag("carve.dev/class"), Some("fast"));
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(pool.data_percent, Some(0.0));
         assert!(pool.metadata_percent.unwrap() > 0.0);
 
-        let thin = s.lv("vgthick", "carve-thin-00aa11bb").unwrap();
+        let thin = s.lv("vgthick", "cv-thin-00aa11bb22334455").unwrap();
         assert!(thin.is_thin_volume());
         assert_eq!(thin.pool, "pool0");
 

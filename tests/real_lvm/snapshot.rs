@@ -464,7 +464,9 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     let second = Carve::start(&cfg).await;
     let mut c = second.controller().await;
     let mut n = NodeClient::new(second.channel().await);
-    let vid = format!("carve-thick/{name}");
+    let vid = listed_id(&mut c, &name)
+        .await
+        .expect("the half-restored volume is listed");
     let got = c
         .controller_get_volume(csi::ControllerGetVolumeRequest {
             volume_id: vid.clone(),
@@ -517,4 +519,36 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     delete(&mut c, vid).await;
     delete(&mut c, id).await;
     foreign_intact();
+}
+
+/// Issue 8, finding 10: a snapshot whose name starts with `clone-` is an
+/// ordinary snapshot, listed and found like any other.
+#[tokio::test]
+async fn a_snapshot_named_like_a_clone_is_listed() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let cap = mount_cap_fs("ext4", &[]);
+    let v = create(&mut c, "clone-named-src", None, 8 * MI, cap).await;
+    let snap = snapshot(&mut c, "clone-of-the-database", &v).await.unwrap();
+    let listed = c
+        .list_snapshots(csi::ListSnapshotsRequest {
+            source_volume_id: v.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = listed
+        .entries
+        .into_iter()
+        .map(|e| e.snapshot.unwrap().snapshot_id)
+        .collect();
+    assert_eq!(ids, vec![snap.snapshot_id.clone()]);
+    c.delete_snapshot(csi::DeleteSnapshotRequest {
+        snapshot_id: snap.snapshot_id,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    delete(&mut c, v).await;
 }
