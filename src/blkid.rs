@@ -103,10 +103,12 @@ pub fn probe(device: &str) -> std::io::Result<Found> {
 mod tests {
     use super::*;
 
-    fn image(name: &str, write: impl FnOnce(&mut std::fs::File)) -> String {
-        let dir = std::env::temp_dir().join(format!("carve-blkid-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(name);
+    fn image(
+        dir: &tempfile::TempDir,
+        name: &str,
+        write: impl FnOnce(&mut std::fs::File),
+    ) -> String {
+        let p = dir.path().join(name);
         let mut f = std::fs::File::create(&p).unwrap();
         f.set_len(8 << 20).unwrap();
         write(&mut f);
@@ -115,22 +117,37 @@ mod tests {
 
     #[test]
     fn blank_image_has_no_signature() {
-        assert_eq!(probe(&image("blank", |_| {})).unwrap(), Found::Nothing);
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            probe(&image(&dir, "blank", |_| {})).unwrap(),
+            Found::Nothing
+        );
     }
 
     #[test]
-    fn finds_a_filesystem_and_a_partition_table() {
+    fn finds_a_real_filesystem_and_a_partition_table() {
         use std::io::{Seek, SeekFrom, Write};
-        // ext2/3/4 magic 0xEF53 at byte 1080 (superblock at 1024, offset 56).
-        let ext = image("ext", |f| {
-            f.seek(SeekFrom::Start(1024 + 56)).unwrap();
-            f.write_all(&[0x53, 0xef]).unwrap();
-        });
-        // A minimal superblock is not always enough for libblkid to name it; what
-        // matters is that a real mkfs is recognised, checked in the UML tests.
-        let _ = probe(&ext).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // A filesystem made by the real mkfs (e2fsprogs, installed by setup).
+        let ext = image(&dir, "ext", |_| {});
+        let out = std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", &ext])
+            .output()
+            .expect("mkfs.ext4 runs (hack/setup.sh installs e2fsprogs)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            probe(&ext).unwrap(),
+            Found::Values {
+                fs_type: Some("ext4".into()),
+                pt_type: None
+            }
+        );
         // An MBR: boot signature 0x55AA and one partition entry.
-        let mbr = image("mbr", |f| {
+        let mbr = image(&dir, "mbr", |f| {
             f.seek(SeekFrom::Start(446)).unwrap();
             f.write_all(&[0x00, 0, 2, 0, 0x83, 0, 0, 0, 1, 0, 0, 0, 0xff, 0x3f, 0, 0])
                 .unwrap();

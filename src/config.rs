@@ -20,6 +20,11 @@ pub struct Config {
     /// Timeout for one lvm command; its whole process group is killed after it.
     #[serde(default = "default_timeout")]
     pub lvm_timeout_seconds: u64,
+    /// How long a CreateVolume waits for a thick restore's or clone's block
+    /// copy before answering Aborted with its progress, when the caller set no
+    /// deadline (with one, carve answers shortly before it).
+    #[serde(default = "default_copy_wait")]
+    pub copy_wait_seconds: u64,
     #[serde(rename = "device_class")]
     pub device_classes: Vec<DeviceClass>,
 }
@@ -111,6 +116,9 @@ fn default_refresh() -> u64 {
 fn default_timeout() -> u64 {
     60
 }
+fn default_copy_wait() -> u64 {
+    5
+}
 
 /// A config error names the offending field the way the file spells it.
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +138,11 @@ pub enum ConfigError {
         message: String,
     },
 }
+
+/// Longest VG name carve manages: volume and snapshot IDs hold it, and must
+/// fit CSI's 128 bytes with the longest LV name and a hashed node name
+/// (`v1:#<16 hex>:<vg>/<68-byte LV name>`, see names::VolumeId).
+pub const MAX_VG_NAME_LEN: usize = 38;
 
 /// Names LVM accepts for VGs and LVs: `[A-Za-z0-9+_.-]`, not starting with `-`,
 /// not `.`/`..`.
@@ -177,6 +190,10 @@ impl Config {
 
     pub fn lvm_timeout(&self) -> Duration {
         Duration::from_secs(self.lvm_timeout_seconds)
+    }
+
+    pub fn copy_wait(&self) -> Duration {
+        Duration::from_secs(self.copy_wait_seconds)
     }
 
     pub fn class(&self, name: &str) -> Option<&DeviceClass> {
@@ -237,6 +254,12 @@ impl Config {
             }
             if !is_lvm_name(&c.volume_group) {
                 return Err(bad(f("volume_group"), "not a valid LVM volume group name"));
+            }
+            if c.volume_group.len() > MAX_VG_NAME_LEN {
+                return Err(bad(
+                    f("volume_group"),
+                    &format!("longer than {MAX_VG_NAME_LEN} bytes: volume IDs carry it and CSI caps them at 128 bytes"),
+                ));
             }
             match c.provisioning {
                 Provisioning::Thin => {

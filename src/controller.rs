@@ -1,9 +1,13 @@
 //! CSI Controller. carve's controller runs on every node beside its LVs (the
 //! provisioner runs in node mode), so each RPC acts on local LVM only. Requests
-//! are validated completely before any lvm command runs.
+//! are validated completely before any lvm command runs. This file holds the
+//! service, its lookups and the small RPCs; CreateVolume is in `create`,
+//! DeleteVolume in `delete`, content sources and copies in `restore`,
+//! snapshots in `snapshot`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
@@ -12,10 +16,11 @@ use crate::config::{Config, DeviceClass, Provisioning};
 use crate::csi::{self, controller_server::Controller};
 use crate::error::{logged, CsiError, CsiResult};
 use crate::inflight::InFlight;
-use crate::lvm::{args::CreateLv, LvInfo, Lvm, LvmErrorKind, LvmState};
-use crate::names::{self, VolumeId};
+use crate::jobs::Jobs;
+use crate::lvm::{LvInfo, Lvm, LvmErrorKind, LvmState};
+use crate::names::{self, NodeRef, VolumeId};
 use crate::params::Params;
-use crate::state::StateCache;
+use crate::state::{Change, StateCache};
 
 /// Topology key every carve volume and node carries.
 pub const TOPOLOGY_KEY: &str = "topology.carve.dev/node";
@@ -32,6 +37,23 @@ pub struct ControllerService {
     pub lvm: Arc<Lvm>,
     pub state: Arc<StateCache>,
     pub inflight: InFlight,
+    pub jobs: Arc<Jobs>,
+}
+
+/// What an ID names, as far as this node can tell.
+pub(crate) enum Located {
+    /// A carve LV on this node.
+    Here(Box<LvInfo>),
+    /// Not here; the ID says another node holds it.
+    Elsewhere(NodeRef),
+    /// Not here, and not anywhere else either (or no carve ID at all).
+    Gone,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum Kind {
+    Volume,
+    Snapshot,
 }
 
 /// The size carve will allocate for a capacity range: the request rounded up to
@@ -73,13 +95,6 @@ pub fn choose_size(range: Option<&csi::CapacityRange>, granule: u64) -> CsiResul
     Ok(size)
 }
 
-fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
-    range.is_none_or(|r| {
-        size >= r.required_bytes.max(0) as u64
-            && (r.limit_bytes <= 0 || size <= r.limit_bytes as u64)
-    })
-}
-
 impl ControllerService {
     pub(crate) fn owned(&self, lv: &LvInfo) -> bool {
         lv.tag(names::TAG_OWNER) == Some(self.driver_name.as_str())
@@ -92,7 +107,11 @@ impl ControllerService {
             .any(|c| c.volume_group == vg)
     }
 
-    fn class_of(&self, lv: &LvInfo) -> Option<&DeviceClass> {
+    pub(crate) fn owner_tag(&self) -> String {
+        names::tag(names::TAG_OWNER, &self.driver_name)
+    }
+
+    pub(crate) fn class_of(&self, lv: &LvInfo) -> Option<&DeviceClass> {
         let tagged = lv.tag(names::TAG_CLASS).map(names::decode_tag_value);
         tagged
             .and_then(|n| self.config.class(&n))
@@ -121,13 +140,18 @@ impl ControllerService {
         })
     }
 
+    /// The ID of a carve LV on this node.
+    pub(crate) fn id_of(&self, lv: &LvInfo) -> String {
+        VolumeId::new(&self.node_id, &lv.vg, &lv.name).to_string()
+    }
+
     fn topology(&self) -> Vec<csi::Topology> {
         vec![csi::Topology {
             segments: HashMap::from([(TOPOLOGY_KEY.to_string(), self.node_id.clone())]),
         }]
     }
 
-    fn volume(&self, lv: &LvInfo) -> csi::Volume {
+    pub(crate) fn volume(&self, lv: &LvInfo) -> csi::Volume {
         let mut ctx = HashMap::new();
         if let Some(c) = self.class_of(lv) {
             ctx.insert(CTX_DEVICE_CLASS.to_string(), c.name.clone());
@@ -149,25 +173,102 @@ impl ControllerService {
             });
         csi::Volume {
             capacity_bytes: lv.size as i64,
-            volume_id: VolumeId {
-                vg: lv.vg.clone(),
-                lv: lv.name.clone(),
-            }
-            .to_string(),
+            volume_id: self.id_of(lv),
             volume_context: ctx,
             content_source,
             accessible_topology: self.topology(),
         }
     }
 
-    /// A carve-owned LV in a managed VG, from a state report.
-    pub(crate) fn find<'a>(&self, state: &'a LvmState, id: &VolumeId) -> Option<&'a LvInfo> {
+    /// A carve-owned LV of `kind` at `vg/lv` in a managed VG, from a report.
+    pub(crate) fn find<'a>(
+        &self,
+        state: &'a LvmState,
+        vg: &str,
+        lv: &str,
+        kind: Kind,
+    ) -> Option<&'a LvInfo> {
+        let prefix = match kind {
+            Kind::Volume => names::VOLUME_PREFIX,
+            Kind::Snapshot => names::SNAPSHOT_PREFIX,
+        };
         state
-            .lv(&id.vg, &id.lv)
-            .filter(|lv| self.managed_vg(&lv.vg) && self.owned(lv) && lv.name.starts_with("cv-"))
+            .lv(vg, lv)
+            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with(prefix))
     }
 
-    fn pick_class(&self, p: &Params) -> CsiResult<&DeviceClass> {
+    /// Every carve volume (not snapshot, not temporary) in a report.
+    pub(crate) fn volumes<'a>(&'a self, state: &'a LvmState) -> impl Iterator<Item = &'a LvInfo> {
+        state.lvs.iter().filter(|l| {
+            self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with(names::VOLUME_PREFIX)
+        })
+    }
+
+    /// Finds what `id` names. With `fresh`, the LV's VG is re-read (its current
+    /// state matters to the caller); otherwise the cached view answers when it
+    /// knows the LV, and a fresh read of the VG when it does not.
+    pub(crate) async fn locate(&self, id: &str, kind: Kind, fresh: bool) -> CsiResult<Located> {
+        let parsed = match kind {
+            Kind::Volume => VolumeId::parse(id),
+            Kind::Snapshot => VolumeId::parse_snapshot(id),
+        };
+        let Some(id) = parsed else {
+            return Ok(Located::Gone);
+        };
+        if self.managed_vg(&id.vg) {
+            if !fresh {
+                if let Some(v) = self.state.get() {
+                    if let Some(lv) = self.find(&v.lvm, &id.vg, &id.lv, kind) {
+                        return Ok(Located::Here(Box::new(lv.clone())));
+                    }
+                }
+            }
+            match self.state.refresh_vg(&id.vg).await {
+                Ok(v) => {
+                    if let Some(lv) = self.find(&v.lvm, &id.vg, &id.lv, kind) {
+                        return Ok(Located::Here(Box::new(lv.clone())));
+                    }
+                }
+                Err(e) if e.kind == LvmErrorKind::NotFound => {}
+                Err(e) => return Err(CsiError::lvm("reading LVM state")(e)),
+            }
+        }
+        // LVM is the truth: the node part only says where else to look.
+        Ok(if id.node.is(&self.node_id) {
+            Located::Gone
+        } else {
+            Located::Elsewhere(id.node)
+        })
+    }
+
+    /// NotFound for `id` (a volume or snapshot ID), saying where it lives when
+    /// the ID names another node.
+    pub(crate) fn not_here(&self, what: &str, id: &str, located: &Located) -> CsiError {
+        match located {
+            Located::Elsewhere(node) => CsiError::NotFound(format!(
+                "{what} {id:?} is on node {node}, not on this node ({})",
+                self.node_id
+            )),
+            _ => CsiError::NotFound(format!(
+                "{what} {id:?} does not exist on node {}",
+                self.node_id
+            )),
+        }
+    }
+
+    /// The carve volume `volume_id` names, or NotFound (InvalidArgument when
+    /// the ID is empty). See [`Self::locate`] for `fresh`.
+    pub(crate) async fn volume_lv(&self, volume_id: &str, fresh: bool) -> CsiResult<LvInfo> {
+        if volume_id.is_empty() {
+            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+        }
+        match self.locate(volume_id, Kind::Volume, fresh).await? {
+            Located::Here(lv) => Ok(*lv),
+            other => Err(self.not_here("volume", volume_id, &other)),
+        }
+    }
+
+    pub(crate) fn pick_class(&self, p: &Params) -> CsiResult<&DeviceClass> {
         match &p.device_class {
             None => Ok(self.config.default_class()),
             Some(n) => self.config.class(n).ok_or_else(|| {
@@ -187,7 +288,7 @@ impl ControllerService {
     }
 
     /// The topology requirement must allow this node, when one is given.
-    fn check_topology(&self, req: Option<&csi::TopologyRequirement>) -> CsiResult<()> {
+    pub(crate) fn check_topology(&self, req: Option<&csi::TopologyRequirement>) -> CsiResult<()> {
         let Some(req) = req else { return Ok(()) };
         if req.requisite.is_empty() && req.preferred.is_empty() {
             return Ok(());
@@ -221,428 +322,22 @@ impl ControllerService {
         })
     }
 
-    fn busy(key: &str) -> CsiError {
-        CsiError::Aborted(format!(
-            "an operation on volume {key} is already in progress"
-        ))
-    }
-
-    async fn create(&self, req: csi::CreateVolumeRequest) -> CsiResult<csi::CreateVolumeResponse> {
-        if req.name.is_empty() {
-            return Err(CsiError::InvalidArgument("name is required".into()));
-        }
-        if req.name.len() > 1024 {
-            return Err(CsiError::InvalidArgument(
-                "name is longer than 1024 bytes".into(),
-            ));
-        }
-        capability::check_all(&req.volume_capabilities).map_err(CsiError::InvalidArgument)?;
-        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
-        if let Some(fs) = &params.fs_type {
-            for c in &req.volume_capabilities {
-                if let Some(csi::volume_capability::AccessType::Mount(m)) = &c.access_type {
-                    if !m.fs_type.is_empty() && &m.fs_type != fs {
-                        return Err(CsiError::InvalidArgument(format!(
-                            "parameter fsType {fs:?} contradicts the capability's fs_type {:?}",
-                            m.fs_type
-                        )));
-                    }
-                }
-            }
-        }
-        let class = self.pick_class(&params)?;
-        self.check_topology(req.accessibility_requirements.as_ref())?;
-        let source = match &req.volume_content_source {
-            Some(src) => Some(self.resolve_source(src, class).await?),
-            None => None,
-        };
-        // Sizes are checked before anything is locked or run.
-        choose_size(req.capacity_range.as_ref(), 1)?;
-        let lv_name = names::lv_name(&req.name);
-        let _guard = self
-            .inflight
-            .try_acquire(&lv_name)
-            .ok_or_else(|| Self::busy(&req.name))?;
-        // Held for the LVM writes; released before a block copy, which can run
-        // for minutes and must not stall every other write to the VG.
-        let mut vg_lock = Some(self.lvm.lock_vg(&class.volume_group).await);
-        // Read the view only now: a create that held the VG lock before us has
-        // already applied its change to it.
-        let view = self.view()?;
-        let cap = match view.capacity.get(&class.name) {
-            Some(Ok(c)) => c.clone(),
-            Some(Err(e)) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "device class {}: {e}",
-                    class.name
-                )))
-            }
-            None => return Err(CsiError::Unavailable("capacity not computed yet".into())),
-        };
-        let mut size = choose_size(req.capacity_range.as_ref(), cap.granule)?;
-        if let Some(src) = &source {
-            let (required, limit) = req.capacity_range.as_ref().map_or((0, 0), |r| {
-                (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)
-            });
-            let src_size = src.size.div_ceil(cap.granule) * cap.granule;
-            if (limit > 0 && limit < src.size) || (required > 0 && required < src.size) {
-                return Err(CsiError::OutOfRange(format!(
-                    "content source {} holds {} bytes; the requested range ({required}..{limit}) is smaller",
-                    src.id, src.size
-                )));
-            }
-            if required == 0 {
-                size = src_size;
-            }
-        }
-
-        // A retry of an earlier create finds its LV in the cache; a create the
-        // cache has not seen yet shows up as "already exists" from lvcreate.
-        if let Some((v, lv)) = self.existing(&view.lvm, &req, class, &lv_name)? {
-            if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
-                // A thick restore or clone interrupted by a crash: copy again.
-                tracing::warn!(volume = %v.volume.as_ref().map(|v| v.volume_id.clone()).unwrap_or_default(), "restarting an unfinished block copy");
-                vg_lock.take();
-                self.fill_from_source(class, &lv_name, src).await?;
-            }
-            return Ok(v);
-        }
-        if size > cap.maximum_volume_size {
-            return Err(CsiError::ResourceExhausted(format!(
-                "device class {} can hold at most {} bytes in one volume now ({} available); {size} requested",
-                class.name, cap.maximum_volume_size, cap.available
-            )));
-        }
-        let mut tags = vec![
-            names::tag(names::TAG_OWNER, &self.driver_name),
-            names::tag(names::TAG_NAME, &req.name),
-            names::tag(names::TAG_CLASS, &class.name),
-        ];
-        if let Some(src) = &source {
-            tags.push(names::tag(names::TAG_SOURCE, &src.id));
-            if class.provisioning == Provisioning::Thick {
-                tags.push(names::tag(names::TAG_INCOMPLETE, "1"));
-            }
-        }
-        for (key, v) in [
-            (names::TAG_FS_TYPE, &params.fs_type),
-            (names::TAG_PVC, &params.pvc_name),
-            (names::TAG_PVC_NAMESPACE, &params.pvc_namespace),
-            (names::TAG_PV, &params.pv_name),
-        ] {
-            if let Some(v) = v {
-                tags.push(names::tag(key, v));
-            }
-        }
-        let spec = CreateLv {
-            class,
-            name: &lv_name,
-            size_bytes: size,
-            tags,
-        };
-        tracing::info!(name = %req.name, lv = %format!("{}/{lv_name}", class.volume_group), size, class = %class.name, "creating volume");
-        let created = match (&source, class.provisioning) {
-            (Some(src), Provisioning::Thin) => {
-                self.lvm
-                    .write(crate::lvm::args::lvcreate_thin_copy(
-                        &class.volume_group,
-                        &src.lv.name,
-                        &lv_name,
-                        &spec.tags,
-                    ))
-                    .await
-            }
-            _ => self.lvm.create(&spec).await,
-        };
-        match created {
-            Ok(()) => {}
-            Err(e) if e.kind == LvmErrorKind::Exists => {
-                let fresh = self
-                    .state
-                    .refresh_vg(&class.volume_group)
-                    .await
-                    .map_err(CsiError::lvm("reading LVM state"))?;
-                if let Some((v, lv)) = self.existing(&fresh.lvm, &req, class, &lv_name)? {
-                    if let (Some(src), true) = (&source, lv.tag(names::TAG_INCOMPLETE).is_some()) {
-                        vg_lock.take();
-                        self.fill_from_source(class, &lv_name, src).await?;
-                    }
-                    return Ok(v);
-                }
-                return Err(CsiError::AlreadyExists(format!(
-                    "LV {}/{lv_name} exists but is not carve's volume {:?}",
-                    class.volume_group, req.name
-                )));
-            }
-            Err(e) => return Err(CsiError::lvm(format!("creating volume {:?}", req.name))(e)),
-        }
-        if source.is_some() {
-            crate::crash::point("create-after-lvcreate");
-        }
-        if let Some(src) = &source {
-            match class.provisioning {
-                // A thin copy starts at its source's size; grow it if asked.
-                Provisioning::Thin if size > src.lv.size => self
-                    .lvm
-                    .extend(&class.volume_group, &lv_name, size)
-                    .await
-                    .map_err(CsiError::lvm(format!(
-                        "growing restored volume {:?}",
-                        req.name
-                    )))?,
-                Provisioning::Thin => {}
-                Provisioning::Thick => {
-                    vg_lock.take();
-                    self.fill_from_source(class, &lv_name, src).await?
-                }
-            }
-        }
-        let mut tags = spec.tags.clone();
-        tags.retain(|t| !t.starts_with(names::TAG_INCOMPLETE));
-        let lv = LvInfo {
-            uuid: String::new(),
-            name: lv_name.clone(),
-            vg: class.volume_group.clone(),
-            size,
-            tags,
-            attr: match class.provisioning {
-                Provisioning::Thin => "Vwi-a-tz--".into(),
-                Provisioning::Thick => "-wi-a-----".into(),
-            },
-            pool: class.thin_pool.clone().unwrap_or_default(),
-            origin: String::new(),
-            data_percent: None,
-            metadata_percent: None,
-            path: format!("/dev/{}/{lv_name}", class.volume_group),
-            health: String::new(),
-            created: 0,
-            layout: String::new(),
-        };
-        drop(vg_lock);
-        let volume = self.volume(&lv);
-        let thick_class = (class.provisioning == Provisioning::Thick).then(|| class.clone());
-        self.state.apply(move |s| {
-            if let (Some(c), Some(vg)) = (thick_class, s.vgs.get_mut(&lv.vg)) {
-                vg.free =
-                    vg.free
-                        .saturating_sub(crate::capacity::vg_cost(&c, size, vg.extent_size));
-            }
-            s.lvs.push(lv);
-        });
-        Ok(csi::CreateVolumeResponse {
-            volume: Some(volume),
+    /// The in-flight guard of an LV: one operation per volume at a time.
+    pub(crate) fn guard(&self, what: &str, lv: &str) -> CsiResult<crate::inflight::Guard> {
+        self.inflight.try_acquire(lv).ok_or_else(|| {
+            CsiError::Aborted(format!("an operation on {what} is already in progress"))
         })
     }
 
-    /// An LV with this name already exists: the same request (idempotent
-    /// success) or a conflicting one (AlreadyExists).
-    fn existing(
-        &self,
-        state: &LvmState,
-        req: &csi::CreateVolumeRequest,
-        class: &DeviceClass,
-        lv_name: &str,
-    ) -> CsiResult<Option<(csi::CreateVolumeResponse, LvInfo)>> {
-        let Some(lv) = state
-            .lvs
-            .iter()
-            .find(|l| l.name == lv_name && self.managed_vg(&l.vg))
-        else {
-            return Ok(None);
-        };
-        let conflict = |why: String| {
-            Err(CsiError::AlreadyExists(format!(
-                "volume {:?} exists with {why}",
-                req.name
-            )))
-        };
-        if !self.owned(lv)
-            || lv
-                .tag(names::TAG_NAME)
-                .map(names::decode_tag_value)
-                .as_deref()
-                != Some(req.name.as_str())
-        {
-            return conflict(format!(
-                "an LV {}/{} that carve does not own for this name",
-                lv.vg, lv.name
-            ));
-        }
-        if lv.vg != class.volume_group
-            || self.class_of(lv).map(|c| c.name.as_str()) != Some(class.name.as_str())
-        {
-            return conflict(format!("another device class (LV {}/{})", lv.vg, lv.name));
-        }
-        if !fits_range(lv.size, req.capacity_range.as_ref()) {
-            return conflict(format!(
-                "size {} outside the requested capacity range",
-                lv.size
-            ));
-        }
-        use csi::volume_content_source::Type;
-        let wanted = req
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| match &s.r#type {
-                Some(Type::Snapshot(x)) => Some(x.snapshot_id.clone()),
-                Some(Type::Volume(x)) => Some(x.volume_id.clone()),
-                None => None,
-            });
-        let recorded = lv.tag(names::TAG_SOURCE).map(names::decode_tag_value);
-        if wanted != recorded {
-            return conflict(format!(
-                "another content source ({})",
-                recorded.unwrap_or_else(|| "none".into())
-            ));
-        }
-        Ok(Some((
-            csi::CreateVolumeResponse {
-                volume: Some(self.volume(lv)),
-            },
-            lv.clone(),
-        )))
+    /// Key of the copy job that fills a volume LV.
+    pub(crate) fn job_key(vg: &str, lv: &str) -> String {
+        format!("{vg}/{lv}")
     }
 
-    async fn delete(&self, req: csi::DeleteVolumeRequest) -> CsiResult<csi::DeleteVolumeResponse> {
-        if req.volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument("volume_id is required".into()));
-        }
-        let Some(id) = VolumeId::parse(&req.volume_id).filter(|id| self.managed_vg(&id.vg)) else {
-            // No carve volume can have this ID, so it is already gone.
-            return Ok(csi::DeleteVolumeResponse {});
-        };
-        let _guard = self
-            .inflight
-            .try_acquire(&id.lv)
-            .ok_or_else(|| Self::busy(&req.volume_id))?;
-        let _vg = self.lvm.lock_vg(&id.vg).await;
-        // The cached view finds the LV without a report; a volume it does not
-        // know (created moments ago, or outside carve's view) is looked up in a
-        // fresh one. Either way lvremove itself re-checks the owner tag inside
-        // LVM's lock (--select), so a stale view can never remove a foreign LV.
-        let cached = self
-            .view()
-            .ok()
-            .filter(|v| self.find(&v.lvm, &id).is_some());
-        let view = match cached {
-            Some(v) => v,
-            None => self
-                .state
-                .refresh_vg(&id.vg)
-                .await
-                .map_err(CsiError::lvm("reading LVM state"))?,
-        };
-        let Some(lv) = view.lvm.lv(&id.vg, &id.lv) else {
-            return Ok(csi::DeleteVolumeResponse {});
-        };
-        if !self.owned(lv) {
-            tracing::warn!(volume_id = %req.volume_id, "DeleteVolume: LV exists but lacks carve's owner tag; left untouched");
-            return Ok(csi::DeleteVolumeResponse {});
-        }
-        tracing::info!(volume_id = %req.volume_id, size = lv.size, "deleting volume");
-        let size = lv.size;
-        let thick_class = self
-            .class_of(lv)
-            .filter(|c| c.provisioning == Provisioning::Thick)
-            .cloned();
-        let owner_tag = names::tag(names::TAG_OWNER, &self.driver_name);
-        match self.lvm.remove(&id.vg, &id.lv, &owner_tag).await {
-            Ok(true) => {}
-            Ok(false) => return self.explain_not_removed(&id).await,
-            Err(e) if e.kind == LvmErrorKind::NotFound => {}
-            Err(e) if e.kind == LvmErrorKind::InUse => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "volume {} is in use (mounted or open) on node {}: {e}",
-                    req.volume_id, self.node_id
-                )))
-            }
-            Err(e) => {
-                return Err(CsiError::lvm(format!("deleting volume {}", req.volume_id))(
-                    e,
-                ))
-            }
-        }
-        self.state.apply(move |s| {
-            s.lvs.retain(|l| !(l.vg == id.vg && l.name == id.lv));
-            if let (Some(c), Some(vg)) = (thick_class, s.vgs.get_mut(&id.vg)) {
-                vg.free += crate::capacity::vg_cost(&c, size, vg.extent_size);
-            }
-        });
-        Ok(csi::DeleteVolumeResponse {})
-    }
-
-    /// lvremove's selection did not match: find out why from LVM itself.
-    async fn explain_not_removed(&self, id: &VolumeId) -> CsiResult<csi::DeleteVolumeResponse> {
-        let view = self
-            .state
-            .refresh_vg(&id.vg)
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
-        let Some(lv) = view.lvm.lv(&id.vg, &id.lv) else {
-            return Ok(csi::DeleteVolumeResponse {});
-        };
-        if !self.owned(lv) {
-            tracing::warn!(volume_id = %id, "DeleteVolume: LV lacks carve's owner tag; left untouched");
-            return Ok(csi::DeleteVolumeResponse {});
-        }
-        let snapshots: Vec<&str> = view
-            .lvm
-            .lvs_in(&id.vg)
-            .filter(|l| l.origin == id.lv && !l.is_thin_volume())
-            .map(|l| l.name.as_str())
-            .collect();
-        if !snapshots.is_empty() {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {id} is the origin of snapshot LV(s) {}: removing it would remove them too; delete them first",
-                snapshots.join(", ")
-            )));
-        }
-        Err(CsiError::FailedPrecondition(format!(
-            "lvremove left volume {id} in place (attr {}); see the lvm log",
-            lv.attr
-        )))
-    }
-
-    /// Like [`Self::lookup`], but answered from the cached view when it knows the
-    /// volume: for node calls on the hot path (stage, publish), which check the
-    /// device node itself and fall back to [`Self::lookup`] when it is missing.
-    pub(crate) async fn lookup_cached(&self, volume_id: &str) -> CsiResult<LvInfo> {
-        if let (Some(id), Some(view)) = (VolumeId::parse(volume_id), self.state.get()) {
-            if self.managed_vg(&id.vg) {
-                if let Some(lv) = self.find(&view.lvm, &id) {
-                    return Ok(lv.clone());
-                }
-            }
-        }
-        self.lookup(volume_id).await.map(|(_, lv, _)| lv)
-    }
-
-    /// The carve volume behind `volume_id` from a fresh report of its VG (its
-    /// current state matters to the caller), or NotFound.
-    pub(crate) async fn lookup(
-        &self,
-        volume_id: &str,
-    ) -> CsiResult<(VolumeId, LvInfo, Arc<crate::state::View>)> {
-        if volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument("volume_id is required".into()));
-        }
-        let not_found = || {
-            CsiError::NotFound(format!(
-                "volume {volume_id:?} does not exist on node {}",
-                self.node_id
-            ))
-        };
-        let id = VolumeId::parse(volume_id)
-            .filter(|id| self.managed_vg(&id.vg))
-            .ok_or_else(not_found)?;
-        // Only this volume's VG is re-read: its current state matters here.
-        let view = match self.state.refresh_vg(&id.vg).await {
-            Ok(v) => v,
-            Err(e) if e.kind == LvmErrorKind::NotFound => return Err(not_found()),
-            Err(e) => return Err(CsiError::lvm("reading LVM state")(e)),
-        };
-        let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;
-        Ok((id, lv, view))
+    /// The volume's health, with the progress of its copy when one runs.
+    pub(crate) fn condition(&self, lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
+        let copy = self.jobs.get(&Self::job_key(&lv.vg, &lv.name));
+        crate::health::condition(lv, state, copy.map(|j| j.progress()))
     }
 
     async fn validate(
@@ -658,7 +353,7 @@ impl ControllerService {
             ));
         }
         let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
-        self.lookup(&req.volume_id).await?;
+        self.volume_lv(&req.volume_id, true).await?;
         if let Some(n) = &params.device_class {
             self.pick_class(&Params {
                 device_class: Some(n.clone()),
@@ -693,12 +388,9 @@ impl ControllerService {
                 .await
                 .map_err(CsiError::lvm("reading LVM state"))?,
         };
-        let vols: Vec<(String, &LvInfo)> = view
-            .lvm
-            .lvs
-            .iter()
-            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with("cv-"))
-            .map(|l| (format!("{}/{}", l.vg, l.name), l))
+        let vols: Vec<(String, &LvInfo)> = self
+            .volumes(&view.lvm)
+            .map(|l| (self.id_of(l), l))
             .collect();
         let (page, next_token) = crate::pagination::page(
             vols,
@@ -713,7 +405,7 @@ impl ControllerService {
                     volume: Some(self.volume(lv)),
                     status: Some(csi::list_volumes_response::VolumeStatus {
                         published_node_ids: vec![],
-                        volume_condition: Some(crate::health::condition(lv, &view.lvm)),
+                        volume_condition: Some(self.condition(lv, &view.lvm)),
                     }),
                 })
                 .collect(),
@@ -773,32 +465,26 @@ impl ControllerService {
             .volume_capability
             .as_ref()
             .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
-        let not_found = || {
-            CsiError::NotFound(format!(
-                "volume {:?} does not exist on node {}",
-                req.volume_id, self.node_id
-            ))
-        };
-        let id = VolumeId::parse(&req.volume_id)
-            .filter(|id| self.managed_vg(&id.vg))
-            .ok_or_else(not_found)?;
-        let _guard = self
-            .inflight
-            .try_acquire(&id.lv)
-            .ok_or_else(|| Self::busy(&req.volume_id))?;
-        let _vg = self.lvm.lock_vg(&id.vg).await;
+        let lv = self.volume_lv(&req.volume_id, false).await?;
+        let _guard = self.guard(&format!("volume {}", req.volume_id), &lv.name)?;
+        let _vg = self.lvm.lock_vg(&lv.vg).await;
+        // Under the lock, LVM's current word on the LV's size.
         let view = self
             .state
-            .refresh_vg(&id.vg)
+            .refresh_vg(&lv.vg)
             .await
             .map_err(CsiError::lvm("reading LVM state"))?;
-        let lv = self.find(&view.lvm, &id).cloned().ok_or_else(not_found)?;
-        let class = self.class_of(&lv).ok_or_else(|| {
-            CsiError::FailedPrecondition(format!(
-                "volume {} belongs to no configured device class",
+        let lv = self
+            .find(&view.lvm, &lv.vg, &lv.name, Kind::Volume)
+            .cloned()
+            .ok_or_else(|| self.not_here("volume", &req.volume_id, &Located::Gone))?;
+        if lv.tag(names::TAG_INCOMPLETE).is_some() {
+            return Err(CsiError::FailedPrecondition(format!(
+                "volume {} is still being filled from its source; expand it once CreateVolume has succeeded",
                 req.volume_id
-            ))
-        })?;
+            )));
+        }
+        let class = self.class_for(&lv)?;
         let cap = view
             .capacity
             .get(&class.name)
@@ -832,24 +518,13 @@ impl ControllerService {
         }
         tracing::info!(volume_id = %req.volume_id, from = lv.size, to = size, "expanding volume");
         self.lvm
-            .extend(&id.vg, &id.lv, size)
+            .extend(&lv.vg, &lv.name, size)
             .await
             .map_err(CsiError::lvm(format!("expanding volume {}", req.volume_id)))?;
-        let (num, den) = class.space_factor();
-        let thick = class.provisioning == Provisioning::Thick;
-        self.state.apply(move |s| {
-            for l in s
-                .lvs
-                .iter_mut()
-                .filter(|l| l.vg == id.vg && l.name == id.lv)
-            {
-                l.size = size;
-            }
-            if thick {
-                if let Some(vg) = s.vgs.get_mut(&id.vg) {
-                    vg.free = vg.free.saturating_sub(grow / den * num);
-                }
-            }
+        self.state.apply(Change::Resized {
+            vg: lv.vg.clone(),
+            lv: lv.name.clone(),
+            size,
         });
         Ok(csi::ControllerExpandVolumeResponse {
             capacity_bytes: size as i64,
@@ -861,15 +536,45 @@ impl ControllerService {
         &self,
         req: csi::ControllerGetVolumeRequest,
     ) -> CsiResult<csi::ControllerGetVolumeResponse> {
-        let (_, lv, view) = self.lookup(&req.volume_id).await?;
+        let lv = self.volume_lv(&req.volume_id, true).await?;
+        let view = self.view()?;
         Ok(csi::ControllerGetVolumeResponse {
             volume: Some(self.volume(&lv)),
             status: Some(csi::controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![],
-                volume_condition: Some(crate::health::condition(&lv, &view.lvm)),
+                volume_condition: Some(self.condition(&lv, &view.lvm)),
             }),
         })
     }
+}
+
+/// How long a CreateVolume may wait for a copy: until shortly before the
+/// caller's own deadline (so it hears progress, not DeadlineExceeded), or the
+/// configured wait when the caller set none.
+pub(crate) fn copy_wait(metadata: &tonic::metadata::MetadataMap, configured: Duration) -> Duration {
+    match metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+    {
+        Some(d) => d.saturating_sub((d / 10).max(Duration::from_secs(1))),
+        None => configured,
+    }
+}
+
+/// The gRPC `grpc-timeout` header: an integer and a unit (H M S m u n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
@@ -884,7 +589,8 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
-        logged("CreateVolume", self.create(r.into_inner())).await
+        let wait = copy_wait(r.metadata(), self.config.copy_wait());
+        logged("CreateVolume", self.create(r.into_inner(), wait)).await
     }
 
     async fn delete_volume(

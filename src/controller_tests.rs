@@ -221,7 +221,11 @@ async fn create_rounds_to_extents_and_tags_the_lv() {
     assert_eq!(v.accessible_topology[0].segments[TOPOLOGY_KEY], "node-a");
     assert_eq!(v.volume_context[CTX_FS_TYPE], "ext4");
     assert_eq!(v.volume_context[CTX_DEVICE_CLASS], "thick");
-    assert!(v.volume_id.starts_with("vgthick/cv-pvc-1-"));
+    assert!(
+        v.volume_id.starts_with("v1:node-a:vgthick/cv-pvc-1-"),
+        "{}",
+        v.volume_id
+    );
     let w = runner.writes();
     assert_eq!(w.len(), 1);
     assert!(
@@ -317,10 +321,12 @@ async fn bad_ids_get_not_found_without_lvm() {
     let (c, runner) = setup().await;
     for id in [
         "some-id",
-        "vgthick/foreign",
-        "othervg/cv-x-0011",
-        "../cv-x",
-        "vgthick/cv-a b",
+        "vgthick/cv-one-1a2b3c4d00112233",
+        "v1:node-a:vgthick/foreign",
+        "v1:node-a:othervg/cv-x-0011",
+        "v1:node-a:../cv-x",
+        "v1:node-a:vgthick/cv-a b",
+        "v2:node-a:vgthick/cv-one-1a2b3c4d00112233",
     ] {
         let e = c
             .controller_expand_volume(Request::new(csi::ControllerExpandVolumeRequest {
@@ -343,6 +349,25 @@ async fn bad_ids_get_not_found_without_lvm() {
         .unwrap();
     }
     assert!(runner.commands().is_empty(), "{:?}", runner.commands());
+    // A carve ID of another node: not here (NotFound), and not deletable here
+    // (answering OK would let the CO forget a volume that holds data).
+    let elsewhere = "v1:node-b:othervg/cv-x-0011223344556677";
+    let e = c
+        .controller_get_volume(Request::new(csi::ControllerGetVolumeRequest {
+            volume_id: elsewhere.into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("node-b"), "{}", e.message());
+    let e = c
+        .delete_volume(Request::new(csi::DeleteVolumeRequest {
+            volume_id: elsewhere.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
     let e = c
         .delete_volume(Request::new(csi::DeleteVolumeRequest::default()))
         .await
@@ -350,7 +375,7 @@ async fn bad_ids_get_not_found_without_lvm() {
     assert_eq!(e.code(), Code::InvalidArgument);
     let e = c
         .controller_expand_volume(Request::new(csi::ControllerExpandVolumeRequest {
-            volume_id: "vgthick/cv-x-00".into(),
+            volume_id: "v1:node-a:vgthick/cv-x-00".into(),
             ..Default::default()
         }))
         .await
@@ -358,7 +383,7 @@ async fn bad_ids_get_not_found_without_lvm() {
     assert_eq!(e.code(), Code::InvalidArgument, "missing capacity_range");
     let e = c
         .validate_volume_capabilities(Request::new(csi::ValidateVolumeCapabilitiesRequest {
-            volume_id: "vgthick/cv-x-00".into(),
+            volume_id: "v1:node-a:vgthick/cv-x-00".into(),
             ..Default::default()
         }))
         .await

@@ -1,10 +1,14 @@
 //! Block copy for thick restores and clones: source device to target device,
-//! with progress and the copy rate in the log. Runs on a blocking thread.
+//! in fixed chunks on a blocking thread, with its progress published for the
+//! job that owns it, progress and the copy rate in the log, and a cancel flag
+//! checked between chunks.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Copy unit: large enough to stream, small enough to keep memory flat.
+/// Copy unit: large enough to stream, small enough to keep memory flat and
+/// cancellation prompt.
 const CHUNK: usize = 4 << 20;
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -17,13 +21,46 @@ pub struct Copied {
 
 impl Copied {
     pub fn mib_per_second(&self) -> f64 {
-        self.bytes as f64 / (1 << 20) as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        mib_per_second(self.bytes, self.elapsed)
     }
+}
+
+pub fn mib_per_second(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// Seconds left at the rate so far, when there is a rate to go by.
+pub fn eta_seconds(done: u64, total: u64, elapsed: Duration) -> Option<u64> {
+    (done > 0).then(|| {
+        let rate = done as f64 / elapsed.as_secs_f64().max(1e-9);
+        (total.saturating_sub(done) as f64 / rate).ceil() as u64
+    })
+}
+
+/// Shared with the job that owns the copy: bytes done so far, and whether to stop.
+#[derive(Debug, Default)]
+pub struct Control {
+    pub done: AtomicU64,
+    pub cancel: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("cancelled after {0} bytes")]
+    Cancelled(u64),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Copies the first `bytes` bytes of `src` onto `dst` and flushes them to the
 /// device before returning.
-pub fn copy_blocking(src: &str, dst: &str, bytes: u64, label: &str) -> std::io::Result<Copied> {
+pub fn copy_blocking(
+    src: &str,
+    dst: &str,
+    bytes: u64,
+    label: &str,
+    control: &Control,
+) -> Result<Copied, CopyError> {
     let started = Instant::now();
     let mut input = std::fs::File::open(src)?;
     let mut output = std::fs::OpenOptions::new().write(true).open(dst)?;
@@ -31,23 +68,29 @@ pub fn copy_blocking(src: &str, dst: &str, bytes: u64, label: &str) -> std::io::
     let mut done = 0u64;
     let mut last_log = Instant::now();
     while done < bytes {
+        if control.cancel.load(Ordering::SeqCst) {
+            return Err(CopyError::Cancelled(done));
+        }
         let want = ((bytes - done) as usize).min(CHUNK);
         input.read_exact(&mut buf[..want])?;
         output.write_all(&buf[..want])?;
         let before = done;
         done += want as u64;
+        control.done.store(done, Ordering::SeqCst);
         if before < bytes / 2 && done >= bytes / 2 {
             crate::crash::point("copy-midway");
         }
+        crate::crash::slow_copy_chunk();
         if last_log.elapsed() >= PROGRESS_EVERY {
             last_log = Instant::now();
-            let rate = done as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64();
+            let elapsed = started.elapsed();
             tracing::info!(
                 copy = label,
                 done,
                 total = bytes,
                 percent = done * 100 / bytes.max(1),
-                mib_per_s = format!("{rate:.1}"),
+                mib_per_s = format!("{:.1}", mib_per_second(done, elapsed)),
+                seconds_left = eta_seconds(done, bytes, elapsed),
                 "block copy in progress"
             );
         }
@@ -59,32 +102,49 @@ pub fn copy_blocking(src: &str, dst: &str, bytes: u64, label: &str) -> std::io::
     })
 }
 
-pub async fn copy(src: String, dst: String, bytes: u64, label: String) -> std::io::Result<Copied> {
-    tokio::task::spawn_blocking(move || copy_blocking(&src, &dst, bytes, &label))
-        .await
-        .map_err(std::io::Error::other)?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn files(data: &[u8], dst_len: usize) -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, data).unwrap();
+        std::fs::write(&b, vec![0xffu8; dst_len]).unwrap();
+        let s = |p: std::path::PathBuf| p.display().to_string();
+        (dir, s(a), s(b))
+    }
+
     #[test]
     fn copies_exactly_the_requested_bytes() {
-        let dir = std::env::temp_dir().join(format!("carve-copy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (a, b) = (dir.join("a"), dir.join("b"));
         let data: Vec<u8> = (0..(9 << 20)).map(|i: u32| (i % 253) as u8).collect();
-        std::fs::write(&a, &data).unwrap();
-        std::fs::write(&b, vec![0xffu8; 10 << 20]).unwrap();
-        let c = copy_blocking(a.to_str().unwrap(), b.to_str().unwrap(), 9 << 20, "t").unwrap();
+        let (_dir, a, b) = files(&data, 10 << 20);
+        let control = Control::default();
+        let c = copy_blocking(&a, &b, 9 << 20, "t", &control).unwrap();
         assert_eq!(c.bytes, 9 << 20);
+        assert_eq!(control.done.load(Ordering::SeqCst), 9 << 20);
         let out = std::fs::read(&b).unwrap();
         assert_eq!(&out[..9 << 20], &data[..]);
         assert!(
             out[9 << 20..].iter().all(|&x| x == 0xff),
             "nothing past the end is touched"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_copy_stops_before_the_next_chunk() {
+        let data = vec![7u8; 12 << 20];
+        let (_dir, a, b) = files(&data, 12 << 20);
+        let control = Control::default();
+        control.cancel.store(true, Ordering::SeqCst);
+        let e = copy_blocking(&a, &b, 12 << 20, "t", &control).unwrap_err();
+        assert!(matches!(e, CopyError::Cancelled(0)), "{e}");
+        assert!(std::fs::read(&b).unwrap().iter().all(|&x| x == 0xff));
+    }
+
+    #[test]
+    fn eta_from_the_rate_so_far() {
+        assert_eq!(eta_seconds(0, 100, Duration::from_secs(1)), None);
+        assert_eq!(eta_seconds(25, 100, Duration::from_secs(1)), Some(3));
     }
 }

@@ -28,3 +28,24 @@ pub fn point(name: &'static str) {
 #[cfg(not(feature = "crash-points"))]
 #[inline(always)]
 pub fn point(_name: &'static str) {}
+
+/// Test builds only: with `CARVE_TEST_COPY_CHUNK_DELAY_MS=<n>`, every block
+/// copy chunk takes at least n ms, so a test can act while a copy is running
+/// (publish an unfinished volume, delete it, read its progress).
+#[cfg(feature = "crash-points")]
+pub fn slow_copy_chunk() {
+    use std::sync::OnceLock;
+    static DELAY: OnceLock<Option<u64>> = OnceLock::new();
+    let delay = DELAY.get_or_init(|| {
+        std::env::var("CARVE_TEST_COPY_CHUNK_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(ms) = delay {
+        std::thread::sleep(std::time::Duration::from_millis(*ms));
+    }
+}
+
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn slow_copy_chunk() {}

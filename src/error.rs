@@ -24,6 +24,10 @@ pub enum CsiError {
     Aborted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A failure of carve's own work that no other code describes (a block
+    /// copy that hit an I/O error, say).
+    #[error("{0}")]
+    Internal(String),
     #[error("{context}: {source}")]
     Command {
         context: String,
@@ -61,6 +65,7 @@ impl CsiError {
             CsiError::FailedPrecondition(_) => Code::FailedPrecondition,
             CsiError::Aborted(_) => Code::Aborted,
             CsiError::Unavailable(_) => Code::Unavailable,
+            CsiError::Internal(_) => Code::Internal,
             // mkfs, mount, resize: a failure of the node's own tools.
             CsiError::Command { .. } => Code::Internal,
             CsiError::Lvm { source, .. } => match source.kind {

@@ -18,9 +18,33 @@ pub fn default_mount_options(fs: &str) -> Vec<String> {
     o
 }
 
+/// Mount options that would change what a mount *is* rather than how the
+/// filesystem behaves: a bind or move, a remount of something else, or mount
+/// propagation. carve decides those itself.
+const SEMANTIC_FLAGS: &[&str] = &[
+    "bind",
+    "rbind",
+    "move",
+    "remount",
+    "shared",
+    "rshared",
+    "private",
+    "rprivate",
+    "slave",
+    "rslave",
+    "unbindable",
+    "runbindable",
+];
+
 /// A mount flag from a VolumeCapability must be a plain option word: no
-/// separators, no spaces, nothing that could smuggle a second option or path.
+/// separators, no spaces, nothing that could smuggle a second option or path,
+/// and nothing that changes mount semantics (bind, move, remount, propagation).
 pub fn check_mount_flag(flag: &str) -> Result<(), String> {
+    if SEMANTIC_FLAGS.contains(&flag) || flag.starts_with("make-") {
+        return Err(format!(
+            "mount flag {flag:?} changes mount semantics (bind, move, remount or propagation); carve sets those itself"
+        ));
+    }
     let ok = !flag.is_empty()
         && flag.len() <= 256
         && flag
@@ -199,7 +223,21 @@ mod tests {
         ] {
             check_mount_flag(ok).unwrap();
         }
-        for bad in ["", "a,b", "ro bind", "-o", "x;y", "a\nb"] {
+        for bad in [
+            "",
+            "a,b",
+            "ro bind",
+            "-o",
+            "x;y",
+            "a\nb",
+            "bind",
+            "rbind",
+            "move",
+            "remount",
+            "shared",
+            "rprivate",
+            "make-rslave",
+        ] {
             assert!(check_mount_flag(bad).is_err(), "{bad:?}");
         }
         check_path("target_path", "/var/lib/kubelet/pods/x/volumes/y").unwrap();

@@ -3,16 +3,18 @@
 //! Shared by ControllerGetVolume, ListVolumes and NodeGetVolumeStats.
 
 use crate::csi;
+use crate::jobs::Progress;
 use crate::lvm::{LvInfo, LvmState};
 
 /// `abnormal` with a message an operator can act on, or "volume is healthy".
-pub fn condition(lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
+/// `copy` is the progress of the job filling the volume, when one runs.
+pub fn condition(lv: &LvInfo, state: &LvmState, copy: Option<Progress>) -> csi::VolumeCondition {
     let mut problems = Vec::new();
     if lv.tag(crate::names::TAG_INCOMPLETE).is_some() {
-        problems.push(
-            "the block copy that fills this volume has not finished; CreateVolume will resume it"
-                .to_string(),
-        );
+        problems.push(match copy {
+            Some(p) => format!("the volume is still being filled from its source: {p}"),
+            None => "the volume is not yet whole: the steps that make it from its source have not finished; CreateVolume resumes them".to_string(),
+        });
     }
     if !lv.is_active() {
         problems.push("the LV is not active".to_string());

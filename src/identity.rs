@@ -15,13 +15,29 @@ pub struct IdentityService {
 }
 
 impl IdentityService {
-    /// Ready when LVM answers and every configured VG (and thin pool) exists.
-    /// The reason for "not ready" is logged, since Probe's answer has no room for it.
-    async fn ready(&self) -> Result<(), String> {
-        let view = match self.state.refresh().await {
-            Ok(v) => v,
-            Err(e) => return Err(format!("lvm does not answer: {e}")),
+    /// Ready when the background LVM report has succeeded recently and it shows
+    /// every configured VG (and thin pool). Probe is called every few seconds by
+    /// livenessprobe on every node, so it runs no lvm command: it reads what
+    /// the refresher (every `capacity_refresh_seconds`, and after each change)
+    /// last saw. A refresher that stopped answering makes the view stale, and
+    /// a stale view is "not ready" too. The reason for "not ready" is logged,
+    /// since Probe's answer has no room for it.
+    fn ready(&self) -> Result<(), String> {
+        let (last_ok, last_error) = self.state.last_refresh();
+        if let Some(e) = last_error {
+            return Err(format!("the last LVM report failed: {e}"));
+        }
+        let Some(last_ok) = last_ok else {
+            return Err("LVM has not answered yet".into());
         };
+        let stale = self.config.refresh_interval() * 3 + self.config.lvm_timeout();
+        if last_ok.elapsed() > stale {
+            return Err(format!(
+                "no LVM report has succeeded for {:?} (refresh stalled?)",
+                last_ok.elapsed()
+            ));
+        }
+        let view = self.state.get().ok_or("no LVM view yet")?;
         for c in &self.config.device_classes {
             if !view.lvm.vgs.contains_key(&c.volume_group) {
                 return Err(format!(
@@ -85,7 +101,7 @@ impl Identity for IdentityService {
         &self,
         _: Request<csi::ProbeRequest>,
     ) -> Result<Response<csi::ProbeResponse>, Status> {
-        let ready = match self.ready().await {
+        let ready = match self.ready() {
             Ok(()) => true,
             Err(why) => {
                 tracing::warn!(reason = %why, "probe: not ready");

@@ -101,8 +101,12 @@ fn main() -> std::process::ExitCode {
                 eprintln!("carve: --max-volumes-per-node must not be negative");
                 return std::process::ExitCode::from(2);
             }
-            if node_id.is_empty() || driver_name.is_empty() {
-                eprintln!("carve: --node-id and --driver-name must not be empty");
+            if !carve::names::is_node_name(&node_id) {
+                eprintln!("carve: --node-id {node_id:?} must be 1-253 characters of A-Z, a-z, 0-9, '-', '.', '_' (it is part of every volume ID)");
+                return std::process::ExitCode::from(2);
+            }
+            if driver_name.is_empty() {
+                eprintln!("carve: --driver-name must not be empty");
                 return std::process::ExitCode::from(2);
             }
             // One malloc arena: carve's few threads do little allocation, and

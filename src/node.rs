@@ -1,9 +1,12 @@
 //! CSI Node: makes a carve volume usable by a pod on this node. Stage formats
 //! (only a device with no signature) and mounts; publish bind-mounts; expand
 //! grows LV and filesystem online; stats and health come from statvfs and LVM.
+//!
+//! The node service acts only on what is the volume's own: it mounts only onto
+//! an empty directory or a path it creates, and unmounts, removes, measures or
+//! grows a path only when the kernel shows that volume there (`node_paths`).
 //! Idempotency is judged from the kernel's mount table, never from memory.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +21,8 @@ use crate::error::{logged, CsiError, CsiResult};
 use crate::fs::{self, Signature};
 use crate::lvm::LvInfo;
 use crate::mountinfo;
+use crate::names;
+use crate::node_paths::{self as paths, Device, Spot};
 
 pub struct NodeService {
     pub node_id: String,
@@ -26,31 +31,8 @@ pub struct NodeService {
     pub timeout: Duration,
 }
 
-/// (major, minor) of a device number, as glibc's gnu_dev_major/minor.
-fn split_dev(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
-}
-
-fn device_number(path: &str) -> CsiResult<(u32, u32)> {
-    let m = std::fs::metadata(path).map_err(|e| {
-        CsiError::FailedPrecondition(format!("device {path} is not available: {e}"))
-    })?;
-    Ok(split_dev(m.rdev()))
-}
-
-/// Whether a mount is of the block device `dev`. btrfs reports an anonymous
-/// device number in mountinfo, so the mount's source path is checked too.
-fn mount_is_device(m: &mountinfo::Mount, dev: (u32, u32)) -> bool {
-    (m.major, m.minor) == dev
-        || std::fs::metadata(&m.source)
-            .map(|md| md.file_type().is_block_device() && split_dev(md.rdev()) == dev)
-            .unwrap_or(false)
-}
-
 fn mounts() -> CsiResult<Vec<mountinfo::Mount>> {
-    mountinfo::read()
+    paths::mounts()
         .map_err(|e| CsiError::Unavailable(format!("cannot read /proc/self/mountinfo: {e}")))
 }
 
@@ -87,8 +69,54 @@ fn is_block(cap: &csi::VolumeCapability) -> bool {
     matches!(cap.access_type, Some(AccessType::Block(_)))
 }
 
-fn device_path(lv: &LvInfo) -> String {
-    format!("/dev/{}/{}", lv.vg, lv.name)
+/// Access modes under which a volume may be published at one target only
+/// (CSI's second-NodePublishVolume table, with SINGLE_NODE_MULTI_WRITER
+/// advertised): all single-node modes but SINGLE_NODE_MULTI_WRITER.
+fn one_target_only(cap: &csi::VolumeCapability) -> Option<Mode> {
+    let mode = Mode::try_from(cap.access_mode.as_ref()?.mode).ok()?;
+    match mode {
+        Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter => {
+            Some(mode)
+        }
+        _ => None,
+    }
+}
+
+/// Refuses to mount onto anything but an empty directory (or file, for a
+/// raw block target) or a path carve creates; returns whether carve created it.
+fn prepare_mount_point(path: &Path, dir: bool) -> CsiResult<bool> {
+    match paths::inspect(path).map_err(io_err(format!("inspecting {}", path.display())))? {
+        Spot::Missing => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(io_err(format!("creating {}", parent.display())))?;
+            }
+            if dir {
+                std::fs::create_dir(path)
+            } else {
+                std::fs::File::create(path).map(drop)
+            }
+            .map_err(io_err(format!("creating {}", path.display())))?;
+            Ok(true)
+        }
+        Spot::Empty => {
+            let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+            if is_dir != dir {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "{} is {}; a {} volume needs {}",
+                    path.display(),
+                    if is_dir { "a directory" } else { "a file" },
+                    if dir { "filesystem" } else { "raw block" },
+                    if dir { "a directory" } else { "a file" }
+                )));
+            }
+            Ok(false)
+        }
+        Spot::Occupied(what) => Err(CsiError::FailedPrecondition(format!(
+            "{} is {what}; carve mounts only onto an empty directory or a path it creates",
+            path.display()
+        ))),
+    }
 }
 
 impl NodeService {
@@ -100,28 +128,38 @@ impl NodeService {
     }
 
     /// The carve volume behind `volume_id`, or NotFound. Served from the
-    /// cached view when it knows the volume; [`Self::ensure_active`] then checks
-    /// the device node itself.
+    /// cached view when it knows the volume; callers check the device itself.
     async fn volume(&self, volume_id: &str) -> CsiResult<LvInfo> {
-        self.controller.lookup_cached(volume_id).await
+        self.controller.volume_lv(volume_id, false).await
     }
 
     fn guard(&self, lv: &LvInfo) -> CsiResult<crate::inflight::Guard> {
         self.controller
-            .inflight
-            .try_acquire(&lv.name)
-            .ok_or_else(|| {
-                CsiError::Aborted(format!(
-                    "an operation on volume {}/{} is already in progress",
-                    lv.vg, lv.name
-                ))
-            })
+            .guard(&format!("volume {}/{}", lv.vg, lv.name), &lv.name)
+    }
+
+    /// A volume still being made from its source is never staged or
+    /// published: its data is not whole yet.
+    fn check_complete(&self, lv: &LvInfo, volume_id: &str) -> CsiResult<()> {
+        if lv.tag(names::TAG_INCOMPLETE).is_none() {
+            return Ok(());
+        }
+        let key = ControllerService::job_key(&lv.vg, &lv.name);
+        Err(match self.controller.jobs.get(&key) {
+            Some(job) => CsiError::Aborted(format!(
+                "volume {volume_id} is still being filled from its source ({}); it can be used once CreateVolume has succeeded",
+                job.progress()
+            )),
+            None => CsiError::FailedPrecondition(format!(
+                "volume {volume_id} is not whole yet: CreateVolume has not finished making it from its source"
+            )),
+        })
     }
 
     /// Makes sure the LV's device node exists, activating the LV if needed.
     /// The device node, not a possibly cached lv_attr, is the test.
     async fn ensure_active(&self, lv: &LvInfo) -> CsiResult<()> {
-        if Path::new(&device_path(lv)).exists() {
+        if Path::new(&paths::device_path(lv)).exists() {
             return Ok(());
         }
         tracing::info!(lv = %format!("{}/{}", lv.vg, lv.name), "activating LV");
@@ -131,8 +169,26 @@ impl NodeService {
             .activate(&lv.vg, &lv.name)
             .await
             .map_err(CsiError::lvm(format!("activating {}/{}", lv.vg, lv.name)))?;
-        self.controller.state.apply(|_| {});
+        self.controller.state.poke();
         Ok(())
+    }
+
+    /// The filesystem to stage with: the capability's, else the one recorded at
+    /// create (volume context, then the LV's tag), else ext4.
+    fn fs_type(
+        m: &csi::volume_capability::MountVolume,
+        req: &csi::NodeStageVolumeRequest,
+        lv: &LvInfo,
+    ) -> String {
+        [
+            Some(m.fs_type.clone()),
+            req.volume_context.get(CTX_FS_TYPE).cloned(),
+            lv.tag(names::TAG_FS_TYPE).map(names::decode_tag_value),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|f| !f.is_empty())
+        .unwrap_or_else(|| "ext4".to_string())
     }
 
     async fn stage(
@@ -143,71 +199,85 @@ impl NodeService {
         check_path("staging_target_path", &req.staging_target_path)?;
         let cap = check_cap(req.volume_capability.as_ref())?;
         let lv = self.volume(&req.volume_id).await?;
+        self.check_complete(&lv, &req.volume_id)?;
         let _g = self.guard(&lv)?;
         self.ensure_active(&lv).await?;
-        if is_block(cap) {
+        let Some(AccessType::Mount(m)) = &cap.access_type else {
             // Raw block: publish bind-mounts the device node itself.
             return Ok(csi::NodeStageVolumeResponse {});
-        }
-        let Some(AccessType::Mount(m)) = &cap.access_type else {
-            unreachable!("checked above")
         };
-        let fs_type = [
-            m.fs_type.as_str(),
-            req.volume_context
-                .get(CTX_FS_TYPE)
-                .map(String::as_str)
-                .unwrap_or(""),
-        ]
-        .into_iter()
-        .find(|f| !f.is_empty())
-        .unwrap_or("ext4")
-        .to_string();
-        let device = device_path(&lv);
-        let dev = device_number(&device)?;
+        let fs_type = Self::fs_type(m, &req, &lv);
+        crate::params::check_fs_type(&fs_type).map_err(CsiError::InvalidArgument)?;
+        let dev = Device::of(&lv);
+        if dev.number.is_none() {
+            return Err(CsiError::FailedPrecondition(format!(
+                "device {} of volume {} is not available",
+                dev.path, req.volume_id
+            )));
+        }
         let staging = Path::new(&req.staging_target_path);
-        std::fs::create_dir_all(staging)
-            .map_err(io_err(format!("creating {}", staging.display())))?;
         if let Some(existing) = mountinfo::at(&mounts()?, staging) {
-            if mount_is_device(&existing, dev) && existing.fs_type == fs_type {
+            if dev.is_mounted_by(&existing) && existing.fs_type == fs_type {
                 return Ok(csi::NodeStageVolumeResponse {});
             }
             return Err(CsiError::AlreadyExists(format!(
-                "{} is already mounted ({} {} from {}), not volume {} as {fs_type}",
+                "{} is already mounted ({} {} from {}:{}), not volume {} as {fs_type}",
                 staging.display(),
                 existing.fs_type,
                 existing.source,
-                format_args!("{}:{}", existing.major, existing.minor),
+                existing.major,
+                existing.minor,
                 req.volume_id
             )));
         }
-        match fs::probe(&device).await.map_err(CsiError::command("probing for a filesystem"))? {
+        let created = prepare_mount_point(staging, true)?;
+        let result = self
+            .format_and_mount(&req.volume_id, &dev, staging, &fs_type, m)
+            .await;
+        if result.is_err() && created {
+            let _ = paths::remove_if_empty(staging);
+        }
+        result
+    }
+
+    async fn format_and_mount(
+        &self,
+        volume_id: &str,
+        dev: &Device,
+        staging: &Path,
+        fs_type: &str,
+        m: &csi::volume_capability::MountVolume,
+    ) -> CsiResult<csi::NodeStageVolumeResponse> {
+        let device = &dev.path;
+        match fs::probe(device)
+            .await
+            .map_err(CsiError::command("probing for a filesystem"))?
+        {
             Signature::None => {
-                let (prog, args) = fs::mkfs(&fs_type, &device);
-                tracing::info!(volume_id = %req.volume_id, fs = %fs_type, "formatting new volume");
-                self.cmd(&prog, args, format!("formatting {device} as {fs_type}")).await?;
+                let (prog, args) = fs::mkfs(fs_type, device);
+                tracing::info!(volume_id, fs = %fs_type, "formatting new volume");
+                self.cmd(&prog, args, format!("formatting {device} as {fs_type}"))
+                    .await?;
             }
             Signature::Filesystem(found) if found == fs_type => {}
             Signature::Filesystem(found) => {
                 return Err(CsiError::FailedPrecondition(format!(
-                    "volume {} holds a {found} filesystem, not {fs_type}; carve never reformats existing data",
-                    req.volume_id
+                    "volume {volume_id} holds a {found} filesystem, not {fs_type}; carve never reformats existing data"
                 )))
             }
             Signature::Other(what) => {
                 return Err(CsiError::FailedPrecondition(format!(
-                    "volume {} carries a {what} signature; carve will not format over it",
-                    req.volume_id
+                    "volume {volume_id} carries a {what} signature; carve will not format over it"
                 )))
             }
         }
-        let mut opts = fs::default_mount_options(&fs_type);
+        let mut opts = fs::default_mount_options(fs_type);
         opts.extend(m.mount_flags.iter().cloned());
-        crate::sysmount::mount_fs(&device, staging, &fs_type, &opts).map_err(CsiError::command(
+        crate::sysmount::mount_fs(device, staging, fs_type, &opts).map_err(CsiError::command(
             format!("mounting {device} on {}", staging.display()),
         ))?;
         match mountinfo::at(&mounts()?, staging) {
-            Some(m) if mount_is_device(&m, dev) => Ok(csi::NodeStageVolumeResponse {}),
+            Some(m) if dev.is_mounted_by(&m) => Ok(csi::NodeStageVolumeResponse {}),
             _ => Err(CsiError::FailedPrecondition(format!(
                 "mount of {device} on {} reported success but the mount table does not show it",
                 staging.display()
@@ -215,19 +285,30 @@ impl NodeService {
         }
     }
 
-    async fn unmount_all(&self, path: &Path) -> CsiResult<()> {
-        // Stacked mounts (a retried publish by an older kubelet) are all removed.
+    /// Unmounts every mount of this volume stacked at `path` (a retried publish
+    /// by an older kubelet can stack them); a mount that is not the volume's
+    /// stops it. Returns whether the path is free of mounts afterwards.
+    fn unmount_ours(&self, path: &Path, dev: &Device) -> CsiResult<bool> {
         for _ in 0..8 {
-            if mountinfo::at(&mounts()?, path).is_none() {
-                return Ok(());
+            match paths::holds_volume(&mounts()?, path, dev) {
+                None => return Ok(true),
+                Some(false) => return Ok(false),
+                Some(true) => crate::sysmount::umount(path)
+                    .map_err(CsiError::command(format!("unmounting {}", path.display())))?,
             }
-            crate::sysmount::umount(path)
-                .map_err(CsiError::command(format!("unmounting {}", path.display())))?;
         }
         Err(CsiError::FailedPrecondition(format!(
             "{} is still mounted after 8 unmounts",
             path.display()
         )))
+    }
+
+    /// NotFound for a path where the volume is not: touches nothing.
+    fn not_at(&self, volume_id: &str, path: &Path, what: &str) -> CsiError {
+        CsiError::NotFound(format!(
+            "volume {volume_id} is not at {} ({what}); nothing there was touched",
+            path.display()
+        ))
     }
 
     async fn unstage(
@@ -236,20 +317,25 @@ impl NodeService {
     ) -> CsiResult<csi::NodeUnstageVolumeResponse> {
         required("volume_id", &req.volume_id)?;
         check_path("staging_target_path", &req.staging_target_path)?;
-        let key = req
-            .volume_id
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let _g = self.controller.inflight.try_acquire(&key).ok_or_else(|| {
-            CsiError::Aborted(format!(
-                "an operation on volume {} is already in progress",
-                req.volume_id
-            ))
-        })?;
-        self.unmount_all(Path::new(&req.staging_target_path))
-            .await?;
+        let staging = Path::new(&req.staging_target_path);
+        let mounted = mountinfo::at(&mounts()?, staging);
+        let lv = match self.volume(&req.volume_id).await {
+            Ok(lv) => lv,
+            // Nothing staged and no such volume: unstaged already.
+            Err(CsiError::NotFound(_)) if mounted.is_none() => {
+                return Ok(csi::NodeUnstageVolumeResponse {})
+            }
+            Err(e) => return Err(e),
+        };
+        let _g = self.guard(&lv)?;
+        let dev = Device::of(&lv);
+        if mounted.is_some() && !self.unmount_ours(staging, &dev)? {
+            return Err(self.not_at(
+                &req.volume_id,
+                staging,
+                "another filesystem is mounted there",
+            ));
+        }
         Ok(csi::NodeUnstageVolumeResponse {})
     }
 
@@ -262,82 +348,87 @@ impl NodeService {
         check_path("staging_target_path", &req.staging_target_path)?;
         let cap = check_cap(req.volume_capability.as_ref())?;
         let lv = self.volume(&req.volume_id).await?;
+        self.check_complete(&lv, &req.volume_id)?;
         let _g = self.guard(&lv)?;
         let read_only = req.readonly
             || cap.access_mode.as_ref().map(|m| m.mode) == Some(Mode::SingleNodeReaderOnly as i32);
         let target = Path::new(&req.target_path);
-        let all = mounts()?;
-        let source = if is_block(cap) {
+        let staging = Path::new(&req.staging_target_path);
+        let block = is_block(cap);
+        if block {
             self.ensure_active(&lv).await?;
-            let device = device_path(&lv);
-            let dev = device_number(&device)?;
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(io_err(format!("creating {}", parent.display())))?;
-            }
-            if mountinfo::at(&all, target).is_some() {
-                let same = std::fs::metadata(target)
-                    .map(|m| split_dev(m.rdev()) == dev)
-                    .unwrap_or(false);
-                return self.already(target, same, read_only, &all, &req.volume_id);
-            }
-            if !target.exists() {
-                std::fs::File::create(target)
-                    .map_err(io_err(format!("creating {}", target.display())))?;
-            }
-            device
+        }
+        let dev = Device::of(&lv);
+        let all = mounts()?;
+        let staged = if block {
+            None
         } else {
-            let staging = Path::new(&req.staging_target_path);
-            let staged = mountinfo::at(&all, staging).ok_or_else(|| {
-                CsiError::FailedPrecondition(format!(
-                    "volume {} is not staged at {}: call NodeStageVolume first",
-                    req.volume_id,
-                    staging.display()
-                ))
-            })?;
-            if let Some(existing) = mountinfo::at(&all, target) {
-                let same = (existing.major, existing.minor) == (staged.major, staged.minor);
-                return self.already(target, same, read_only, &all, &req.volume_id);
+            Some(
+                mountinfo::at(&all, staging)
+                    .filter(|m| dev.is_mounted_by(m))
+                    .ok_or_else(|| {
+                        CsiError::FailedPrecondition(format!(
+                            "volume {} is not staged at {}: call NodeStageVolume first",
+                            req.volume_id,
+                            staging.display()
+                        ))
+                    })?,
+            )
+        };
+        // The same target again: idempotent if it is this volume as asked.
+        if let Some(existing) = mountinfo::at(&all, target) {
+            let same = match &staged {
+                Some(s) => (existing.major, existing.minor) == (s.major, s.minor),
+                None => dev.is_node_at(target),
+            };
+            let ro = existing.read_only();
+            if same && ro == read_only {
+                return Ok(csi::NodePublishVolumeResponse {});
             }
-            std::fs::create_dir_all(target)
-                .map_err(io_err(format!("creating {}", target.display())))?;
+            return Err(CsiError::AlreadyExists(format!(
+                "{} is already published {} (read-only: {ro}); volume {} was asked with read-only: {read_only}",
+                target.display(),
+                if same { "for this volume" } else { "for another volume" },
+                req.volume_id
+            )));
+        }
+        if let Some(mode) = one_target_only(cap) {
+            let others = paths::other_publications(&all, &dev, staged.as_ref(), &[staging, target]);
+            if let Some(other) = others.first() {
+                return Err(CsiError::FailedPrecondition(format!(
+                    "volume {} is already published at {}; access mode {} allows one target path on a node",
+                    req.volume_id,
+                    other.display(),
+                    mode.as_str_name()
+                )));
+            }
+        }
+        let created = prepare_mount_point(target, !block)?;
+        let source = if block {
+            dev.path.clone()
+        } else {
             req.staging_target_path.clone()
         };
-        crate::sysmount::bind(&source, target).map_err(CsiError::command(format!(
-            "bind-mounting {source} on {}",
-            target.display()
-        )))?;
-        if read_only {
-            // A bind mount inherits the source's flags; read-only needs a remount
-            // of the new mount point alone.
-            crate::sysmount::remount_bind_read_only(target).map_err(CsiError::command(format!(
-                "remounting {} read-only",
+        let result = crate::sysmount::bind(&source, target)
+            .map_err(CsiError::command(format!(
+                "bind-mounting {source} on {}",
                 target.display()
-            )))?;
-        }
-        Ok(csi::NodePublishVolumeResponse {})
-    }
-
-    /// The target is mounted already: fine if it is this volume with the same
-    /// read-only flag, AlreadyExists otherwise.
-    fn already(
-        &self,
-        target: &Path,
-        same_volume: bool,
-        read_only: bool,
-        all: &[mountinfo::Mount],
-        volume_id: &str,
-    ) -> CsiResult<csi::NodePublishVolumeResponse> {
-        let ro = mountinfo::at(all, target).is_some_and(|m| m.read_only());
-        if same_volume && ro == read_only {
-            Ok(csi::NodePublishVolumeResponse {})
-        } else {
-            Err(CsiError::AlreadyExists(format!(
-                "{} is already published {} (read-only: {ro}); volume {volume_id} was asked with read-only: {read_only}",
-                target.display(),
-                if same_volume { "for this volume" } else { "for another volume" },
             )))
+            .and_then(|()| {
+                if !read_only {
+                    return Ok(());
+                }
+                // A bind mount inherits the source's flags; read-only needs a
+                // remount of the new mount point alone.
+                crate::sysmount::remount_bind_read_only(target).map_err(|e| {
+                    let _ = crate::sysmount::umount(target);
+                    CsiError::command(format!("remounting {} read-only", target.display()))(e)
+                })
+            });
+        if result.is_err() && created {
+            let _ = paths::remove_if_empty(target);
         }
+        result.map(|()| csi::NodePublishVolumeResponse {})
     }
 
     async fn unpublish(
@@ -347,14 +438,29 @@ impl NodeService {
         required("volume_id", &req.volume_id)?;
         check_path("target_path", &req.target_path)?;
         let target = Path::new(&req.target_path);
-        self.unmount_all(target).await?;
-        match std::fs::symlink_metadata(target) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir(target),
-            Ok(_) => std::fs::remove_file(target),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+        let mounted = mountinfo::at(&mounts()?, target).is_some();
+        let lv = match self.volume(&req.volume_id).await {
+            Ok(lv) => Some(lv),
+            Err(CsiError::NotFound(_)) if !mounted => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(lv) = &lv {
+            let _g = self.guard(lv)?;
+            let dev = Device::of(lv);
+            if mounted && !self.unmount_ours(target, &dev)? {
+                return Err(self.not_at(&req.volume_id, target, "something else is mounted there"));
+            }
         }
-        .map_err(io_err(format!("removing {}", target.display())))?;
+        // Only what carve made is removed: an empty directory or file.
+        if !paths::remove_if_empty(target)
+            .map_err(io_err(format!("removing {}", target.display())))?
+        {
+            return Err(self.not_at(
+                &req.volume_id,
+                target,
+                "the path holds data that is not this volume's",
+            ));
+        }
         Ok(csi::NodeUnpublishVolumeResponse {})
     }
 
@@ -364,34 +470,27 @@ impl NodeService {
     ) -> CsiResult<csi::NodeGetVolumeStatsResponse> {
         required("volume_id", &req.volume_id)?;
         required("volume_path", &req.volume_path)?;
-        let (_, lv, view) = self.controller.lookup(&req.volume_id).await?;
+        // A fresh report: health should be current.
+        let lv = self.controller.volume_lv(&req.volume_id, true).await?;
+        let view = self.controller.view()?;
         let path = Path::new(&req.volume_path);
-        let meta = std::fs::metadata(path).map_err(|e| {
-            CsiError::NotFound(format!(
-                "volume path {} of volume {}: {e}",
-                path.display(),
-                req.volume_id
-            ))
-        })?;
-        let mut condition = crate::health::condition(&lv, &view.lvm);
+        let dev = Device::of(&lv);
+        let condition = self.controller.condition(&lv, &view.lvm);
         use csi::volume_usage::Unit;
-        let usage = if meta.file_type().is_block_device() || !meta.is_dir() {
+        let block_node = std::fs::metadata(path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_block_device()
+        });
+        // A raw block target is the LV's node; an inactive LV has no device
+        // number to compare, and then its abnormal condition is what is reported.
+        let usage = if block_node && (dev.is_node_at(path) || dev.number.is_none()) {
             vec![csi::VolumeUsage {
                 available: 0,
                 total: lv.size as i64,
                 used: 0,
                 unit: Unit::Bytes as i32,
             }]
-        } else {
-            if mountinfo::at(&mounts()?, path).is_none() && !condition.abnormal {
-                condition = csi::VolumeCondition {
-                    abnormal: true,
-                    message: format!(
-                        "{} is not a mount point: the volume is not mounted there",
-                        path.display()
-                    ),
-                };
-            }
+        } else if paths::holds_volume(&mounts()?, path, &dev) == Some(true) {
             let st = statvfs(path).map_err(io_err(format!("statvfs {}", path.display())))?;
             let f = st.f_frsize as i64;
             vec![
@@ -408,6 +507,8 @@ impl NodeService {
                     unit: Unit::Inodes as i32,
                 },
             ]
+        } else {
+            return Err(self.not_at(&req.volume_id, path, "it is not mounted there"));
         };
         Ok(csi::NodeGetVolumeStatsResponse {
             usage,
@@ -426,11 +527,11 @@ impl NodeService {
         }
         let lv = self.volume(&req.volume_id).await?;
         let path = Path::new(&req.volume_path);
-        if !path.exists() {
-            return Err(CsiError::NotFound(format!(
-                "volume path {} does not exist",
-                path.display()
-            )));
+        let dev = Device::of(&lv);
+        let mount = mountinfo::at(&mounts()?, path).filter(|m| dev.is_mounted_by(m));
+        let block = dev.is_node_at(path);
+        if mount.is_none() && !block {
+            return Err(self.not_at(&req.volume_id, path, "it is not published there"));
         }
         // Grow the LV first (a no-op when the controller already did), with the
         // controller's own checks for size, class and capacity.
@@ -447,20 +548,9 @@ impl NodeService {
                 .await?;
             size = r.capacity_bytes as u64;
         }
-        let block = req.volume_capability.as_ref().is_some_and(is_block)
-            || std::fs::metadata(path)
-                .map(|m| !m.is_dir())
-                .unwrap_or(false);
-        if !block {
+        if let Some(mount) = mount {
             let _g = self.guard(&lv)?;
-            let mount = mountinfo::at(&mounts()?, path).ok_or_else(|| {
-                CsiError::FailedPrecondition(format!(
-                    "{} is not a mount point; cannot grow its filesystem",
-                    path.display()
-                ))
-            })?;
-            let device = device_path(&lv);
-            match fs::grow(&mount.fs_type, &device, &req.volume_path) {
+            match fs::grow(&mount.fs_type, &dev.path, &req.volume_path) {
                 Some((prog, args)) => {
                     tracing::info!(volume_id = %req.volume_id, fs = %mount.fs_type, size, "growing filesystem online");
                     self.cmd(
@@ -500,8 +590,6 @@ fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     // SAFETY: statvfs returned 0, so it filled st.
     Ok(unsafe { st.assume_init() })
 }
-
-use std::os::unix::fs::FileTypeExt;
 
 #[tonic::async_trait]
 impl Node for NodeService {
@@ -557,6 +645,8 @@ impl Node for NodeService {
             Type::GetVolumeStats,
             Type::ExpandVolume,
             Type::VolumeCondition,
+            // Enforced in publish: SINGLE_NODE_SINGLE_WRITER (and the older
+            // single-node modes) get one target path, MULTI_WRITER several.
             Type::SingleNodeMultiWriter,
         ];
         Ok(Response::new(csi::NodeGetCapabilitiesResponse {
@@ -586,13 +676,45 @@ impl Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::csi::volume_capability::{AccessMode, MountVolume};
+
+    fn cap(mode: Mode) -> csi::VolumeCapability {
+        csi::VolumeCapability {
+            access_type: Some(AccessType::Mount(MountVolume::default())),
+            access_mode: Some(AccessMode { mode: mode as i32 }),
+        }
+    }
 
     #[test]
-    fn device_numbers_split_like_glibc() {
-        // 254:3 (device-mapper) and 259:65536 (large minor).
-        assert_eq!(split_dev((254 << 8) | 3), (254, 3));
-        let (major, minor) = (259u64, 65536u64);
-        let dev = ((major & 0xfff) << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
-        assert_eq!(split_dev(dev), (259, 65536));
+    fn only_multi_writer_allows_a_second_target() {
+        for m in [
+            Mode::SingleNodeWriter,
+            Mode::SingleNodeReaderOnly,
+            Mode::SingleNodeSingleWriter,
+        ] {
+            assert_eq!(one_target_only(&cap(m)), Some(m));
+        }
+        assert_eq!(one_target_only(&cap(Mode::SingleNodeMultiWriter)), None);
+    }
+
+    #[test]
+    fn mount_points_must_be_empty_or_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("a/b/target");
+        assert!(prepare_mount_point(&new, true).unwrap(), "created");
+        assert!(new.is_dir());
+        assert!(!prepare_mount_point(&new, true).unwrap(), "empty: reused");
+        assert!(matches!(
+            prepare_mount_point(&new, false),
+            Err(CsiError::FailedPrecondition(_))
+        ));
+        std::fs::write(new.join("f"), b"x").unwrap();
+        assert!(matches!(
+            prepare_mount_point(&new, true),
+            Err(CsiError::FailedPrecondition(_))
+        ));
+        let file = dir.path().join("block");
+        assert!(prepare_mount_point(&file, false).unwrap());
+        assert!(file.is_file());
     }
 }

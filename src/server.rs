@@ -12,6 +12,7 @@ use crate::controller::ControllerService;
 use crate::csi::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
+use crate::grpc_compat::AuthorityFix;
 use crate::identity::IdentityService;
 use crate::inflight::InFlight;
 use crate::lvm::{Lvm, LvmRunner};
@@ -44,8 +45,10 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
 }
 
 /// Binds `path` with mode 0600 set before listen(), so there is no instant in
-/// which another user could connect. A stale socket from a previous run is
-/// removed; any other file at the path is refused.
+/// which another user could connect, and makes it appear at `path` only once
+/// it listens (bound under a temporary name, then renamed), so a client that
+/// sees the socket never gets "connection refused". A stale socket from a
+/// previous run is removed; any other file at the path is refused.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     let err = |source| ServeError::Socket {
         path: path.to_path_buf(),
@@ -60,15 +63,29 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
     let sock =
         socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(err)?;
-    sock.bind(&socket2::SockAddr::unix(path).map_err(err)?)
+    sock.bind(&socket2::SockAddr::unix(&tmp).map_err(err)?)
         .map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
     sock.listen(1024).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
     sock.set_nonblocking(true).map_err(err)?;
     let std_listener: std::os::unix::net::UnixListener = sock.into();
     tokio::net::UnixListener::from_std(std_listener).map_err(err)
+}
+
+/// Accepted connections, each read through [`AuthorityFix`] so clients on
+/// grpc-core (whose `:authority` on a Unix socket h2 would refuse) are served.
+fn incoming(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
 }
 
 pub struct Options {
@@ -99,6 +116,7 @@ pub fn services(opts: &Options, runner: Arc<dyn LvmRunner>) -> Services {
         lvm,
         state: state.clone(),
         inflight: InFlight::default(),
+        jobs: Default::default(),
     });
     Services {
         identity: IdentityService {
@@ -134,7 +152,8 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     let path = socket_path(&opts.endpoint)?;
     let s = services(&opts, runner);
     match s.state.refresh().await {
-        Ok(_) => {}
+        // Copies a previous carve left unfinished run again from LVM's tags.
+        Ok(_) => s.controller.resume_interrupted().await,
         Err(e) => {
             tracing::warn!(error = %e, "first LVM report failed; Probe reports not ready until LVM answers")
         }
@@ -147,7 +166,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
         .add_service(IdentityServer::new(s.identity))
         .add_service(ControllerServer::from_arc(s.controller))
         .add_service(NodeServer::new(s.node))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
     tokio::pin!(server);
@@ -194,8 +213,8 @@ mod tests {
 
     #[tokio::test]
     async fn binds_0600_replaces_stale_socket_refuses_files() {
-        let dir = std::env::temp_dir().join(format!("carve-bind-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let sock = dir.join("csi.sock");
         let l = bind(&sock).unwrap();
         let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
@@ -207,6 +226,10 @@ mod tests {
         std::fs::write(&file, b"data").unwrap();
         assert!(matches!(bind(&file), Err(ServeError::NotASocket(_))));
         assert_eq!(std::fs::read(&file).unwrap(), b"data");
-        std::fs::remove_dir_all(&dir).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no temporary socket left behind: {left:?}");
     }
 }

@@ -62,6 +62,13 @@ impl Opts {
             ..Default::default()
         }
     }
+    /// Every block copy chunk (4 MiB) takes at least `ms`: a copy is seen running.
+    fn slow_copies(ms: u64) -> Opts {
+        Opts {
+            env: vec![("CARVE_TEST_COPY_CHUNK_DELAY_MS".into(), ms.to_string())],
+            ..Default::default()
+        }
+    }
     fn node(name: &str) -> Opts {
         Opts {
             node: Some(name.into()),
@@ -150,7 +157,7 @@ impl Carve {
     async fn channel(&self) -> Channel {
         carve::client::connect(&self.socket)
             .await
-            .expect("connect to carve")
+            .unwrap_or_else(|e| panic!("connect to carve: {e:?}\n{}", self.log_text()))
     }
 
     async fn controller(&self) -> ControllerClient<Channel> {
@@ -266,6 +273,12 @@ fn create_req(name: &str, class: Option<&str>, required: i64) -> csi::CreateVolu
 /// (VG, LV) named by a volume or snapshot ID: the `<vg>/<lv>` at its end.
 fn split(id: &str) -> (&str, &str) {
     id.rsplit(':').next().unwrap().split_once('/').unwrap()
+}
+
+/// `<vg>/<lv>` of a volume or snapshot ID, as lvm commands name the LV.
+fn lvm_path(id: &str) -> String {
+    let (vg, lv) = split(id);
+    format!("{vg}/{lv}")
 }
 
 /// The ID carve lists for the volume on LV `lv` (a volume whose create never
@@ -733,7 +746,7 @@ async fn inactive_lv_shows_an_abnormal_condition() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
     let vol = create_ok(&mut c, create_req("cond-1", None, 8 * MI)).await;
-    lvm(&["lvchange", "-an", &vol.volume_id]);
+    lvm(&["lvchange", "-an", &lvm_path(&vol.volume_id)]);
     let got = c
         .controller_get_volume(csi::ControllerGetVolumeRequest {
             volume_id: vol.volume_id.clone(),
@@ -824,7 +837,7 @@ async fn delete_of_an_open_volume_is_failed_precondition() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
     let vol = create_ok(&mut c, create_req("open-1", None, 8 * MI)).await;
-    let dev = format!("/dev/{}", vol.volume_id);
+    let dev = format!("/dev/{}", lvm_path(&vol.volume_id));
     let holder = std::fs::File::open(&dev).unwrap();
     let e = c
         .delete_volume(csi::DeleteVolumeRequest {
@@ -854,7 +867,7 @@ async fn delete_never_cascades_into_a_foreign_snapshot() {
         "operator-backup",
         "-L",
         "8m",
-        &vol.volume_id,
+        &lvm_path(&vol.volume_id),
     ]);
     let e = c
         .delete_volume(csi::DeleteVolumeRequest {

@@ -75,6 +75,16 @@ impl LvInfo {
     pub fn health_flag(&self) -> char {
         self.attr_char(8)
     }
+    /// A classic (copy-on-write) snapshot: lv_attr position 1 `s`, or `S`
+    /// when it has overflowed and become invalid.
+    pub fn is_classic_snapshot(&self) -> bool {
+        matches!(self.attr_char(0), 's' | 'S')
+    }
+    /// A classic snapshot whose copy-on-write space overflowed.
+    pub fn is_invalid_snapshot(&self) -> bool {
+        self.attr_char(0) == 'S' || self.attr_char(4) == 'I'
+    }
+
     /// The value of tag `key=value`, if present.
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.tags
@@ -83,6 +93,80 @@ impl LvInfo {
     }
     pub fn has_tag(&self, tag: &str) -> bool {
         self.tags.iter().any(|t| t == tag)
+    }
+}
+
+/// LVs as carve's own writes leave them, for the cache to show until the next
+/// report does.
+impl LvInfo {
+    fn made(vg: &str, name: &str, size: u64, tags: Vec<String>, attr: &str) -> LvInfo {
+        LvInfo {
+            uuid: String::new(),
+            name: name.to_string(),
+            vg: vg.to_string(),
+            size,
+            tags,
+            attr: attr.to_string(),
+            pool: String::new(),
+            origin: String::new(),
+            data_percent: None,
+            metadata_percent: None,
+            path: format!("/dev/{vg}/{name}"),
+            health: String::new(),
+            created: 0,
+            layout: String::new(),
+        }
+    }
+
+    /// A new volume: thick, or thin in `pool` (a thin copy of `origin`).
+    pub fn new_volume(
+        vg: &str,
+        name: &str,
+        size: u64,
+        tags: Vec<String>,
+        thin: bool,
+        pool: String,
+        origin: String,
+    ) -> LvInfo {
+        if thin {
+            LvInfo {
+                pool,
+                origin,
+                ..Self::made(vg, name, size, tags, "Vwi-a-tz--")
+            }
+        } else {
+            Self::made(vg, name, size, tags, "-wi-a-----")
+        }
+    }
+
+    /// A classic snapshot of `origin` with `cow` bytes of copy-on-write space.
+    pub fn new_classic_snapshot(
+        vg: &str,
+        name: &str,
+        cow: u64,
+        tags: Vec<String>,
+        origin: &str,
+    ) -> LvInfo {
+        LvInfo {
+            origin: origin.to_string(),
+            ..Self::made(vg, name, cow, tags, "swi-a-s---")
+        }
+    }
+
+    /// A thin snapshot of thin LV `origin` in `pool` (activation skipped).
+    pub fn new_thin_snapshot(
+        vg: &str,
+        name: &str,
+        size: u64,
+        tags: Vec<String>,
+        pool: &str,
+        origin: &str,
+    ) -> LvInfo {
+        LvInfo {
+            pool: pool.to_string(),
+            origin: origin.to_string(),
+            ..Self::made(vg, name, size, tags, "Vwi---tz-k")
+        }
     }
 }
 

@@ -128,11 +128,7 @@ async fn trial(op: Op, point: &str, then: Then) {
     let first = Carve::start(&cfg).await;
     let mut c = first.controller().await;
     let src = create_ok(&mut c, block_req(&format!("src-{tag}"), class, SRC)).await;
-    let src_dev = format!(
-        "/dev/{}/{}",
-        split(&src.volume_id).0,
-        split(&src.volume_id).1
-    );
+    let src_dev = format!("/dev/{}", lvm_path(&src.volume_id));
     fill_device(&src_dev, SRC as u64, 7);
     let want = digest(&src_dev, SRC as u64);
     let snap = match op {

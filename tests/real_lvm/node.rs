@@ -318,7 +318,7 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
         f.sync_all().unwrap();
     }
     let mut back = vec![0u8; MI as usize];
-    let mut dev = std::fs::File::open(format!("/dev/{id}")).unwrap();
+    let mut dev = std::fs::File::open(format!("/dev/{}", lvm_path(&id))).unwrap();
     dev.seek(SeekFrom::Start(4 * MI as u64)).unwrap();
     dev.read_exact(&mut back).unwrap();
     drop(dev);
@@ -338,7 +338,7 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
     assert_eq!(stats.usage[0].total, 16 * MI);
     assert!(!stats.volume_condition.unwrap().abnormal);
     // Fault: the LV is deactivated under the published volume.
-    lvm(&["lvchange", "-an", &id]);
+    lvm(&["lvchange", "-an", &lvm_path(&id)]);
     let stats = n
         .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
             volume_id: id.clone(),

@@ -199,7 +199,8 @@ async fn fs_type_from_the_capability_is_recorded_and_used() {
     let mut n = NodeClient::new(carve.channel().await);
     // external-provisioner passes csi.storage.k8s.io/fstype as the capability's
     // fs_type and strips it from the parameters.
-    let mut req = create_req("fs-from-cap", None, 64 * MI);
+    // xfs needs 300 MB at least.
+    let mut req = create_req("fs-from-cap", None, 320 * MI);
     req.volume_capabilities = vec![mount_cap_fs("xfs", &[])];
     let v = create_ok(&mut c, req.clone()).await;
     assert_eq!(

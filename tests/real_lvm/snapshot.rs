@@ -461,12 +461,22 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         half.lv_tags
     );
 
-    let second = Carve::start(&cfg).await;
+    // The restarted carve resumes the copy by itself (slowed down here so the
+    // test sees it running).
+    let second = Carve::start_with(&cfg, Opts::slow_copies(40)).await;
     let mut c = second.controller().await;
     let mut n = NodeClient::new(second.channel().await);
     let vid = listed_id(&mut c, &name)
         .await
         .expect("the half-restored volume is listed");
+    let rp = paths("kill-restored");
+    let e = stage(&mut n, &vid, &rp, &cap).await.unwrap_err();
+    assert_eq!(
+        e.code(),
+        Code::Aborted,
+        "staged while unfinished: {}",
+        e.message()
+    );
     let got = c
         .controller_get_volume(csi::ControllerGetVolumeRequest {
             volume_id: vid.clone(),
@@ -476,13 +486,18 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         .into_inner();
     let cond = got.status.unwrap().volume_condition.unwrap();
     assert!(
-        cond.abnormal && cond.message.contains("block copy"),
+        cond.abnormal && cond.message.contains("being filled from its source"),
         "{}",
         cond.message
     );
 
-    // The retry copies again and answers only when the volume is whole.
-    let v = create_ok(&mut c, req).await;
+    // The retry joins the resumed copy and answers only when the volume is whole.
+    let v = super::crash::create_until_done(&mut c, &req).await;
+    assert_eq!(
+        second.log_text().matches("block copy started").count(),
+        1,
+        "the retries joined the one resumed copy"
+    );
     assert_eq!(v.volume_id, vid);
     let whole = lv("carve-thick", &name).unwrap();
     assert_eq!(
@@ -490,7 +505,6 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         "the same LV, resumed, not a second one"
     );
     assert!(!whole.lv_tags.contains("incomplete"), "{}", whole.lv_tags);
-    let rp = paths("kill-restored");
     stage(&mut n, &vid, &rp, &cap).await.unwrap();
     publish(&mut n, &vid, &rp, &cap, false).await.unwrap();
     assert!(std::fs::read(rp.target.join("payload.bin")).unwrap() == payload);
