@@ -71,12 +71,27 @@ impl Device {
     /// Whether `path` is a device node of this device (a published raw block
     /// volume is the LV's node bind-mounted onto a file).
     pub fn is_node_at(&self, path: &Path) -> bool {
-        self.number.is_some_and(|n| {
-            std::fs::metadata(path)
-                .map(|md| md.file_type().is_block_device() && split_dev(md.rdev()) == n)
-                .unwrap_or(false)
-        })
+        self.number.is_some_and(|n| node_number(path) == Some(n))
     }
+
+    /// With the LV deactivated under a published raw block volume, the node
+    /// bind-mounted at `path` still names the device number the LV had. Such a
+    /// node is taken for this volume's when no device with that number exists
+    /// any more: it can reach nobody's data, so unmounting it harms nothing.
+    pub fn is_dead_node_at(&self, path: &Path) -> bool {
+        self.number.is_none()
+            && node_number(path).is_some_and(|(major, minor)| {
+                !Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists()
+            })
+    }
+}
+
+/// The device number of the block device node at `path`.
+fn node_number(path: &Path) -> Option<(u32, u32)> {
+    std::fs::metadata(path)
+        .ok()
+        .filter(|md| md.file_type().is_block_device())
+        .map(|md| split_dev(md.rdev()))
 }
 
 /// The kernel's mount table now.
@@ -88,7 +103,7 @@ pub fn mounts() -> std::io::Result<Vec<Mount>> {
 /// its device node bind-mounted there.
 pub fn holds_volume(mounts: &[Mount], path: &Path, dev: &Device) -> Option<bool> {
     let m = mountinfo::at(mounts, path)?;
-    Some(dev.is_mounted_by(&m) || dev.is_node_at(path))
+    Some(dev.is_mounted_by(&m) || dev.is_node_at(path) || dev.is_dead_node_at(path))
 }
 
 /// Every path other than `except` where this volume is mounted: filesystem
