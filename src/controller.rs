@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::capability;
 use crate::config::{Config, DeviceClass, Provisioning};
 use crate::csi::{self, controller_server::Controller};
-use crate::error::{logged, CsiError, CsiResult};
+use crate::error::{detached, logged, CsiError, CsiResult};
 use crate::inflight::InFlight;
 use crate::jobs::Jobs;
 use crate::lvm::{LvInfo, Lvm, LvmErrorKind, LvmState};
@@ -31,6 +31,8 @@ pub const CTX_DEVICE_CLASS: &str = "carve.dev/device-class";
 pub const CTX_FS_TYPE: &str = "carve.dev/fs-type";
 
 pub struct ControllerService {
+    /// The service itself, for RPC bodies that run on their own task.
+    pub me: std::sync::Weak<ControllerService>,
     pub driver_name: String,
     pub node_id: String,
     pub config: Arc<Config>,
@@ -96,6 +98,10 @@ pub fn choose_size(range: Option<&csi::CapacityRange>, granule: u64) -> CsiResul
 }
 
 impl ControllerService {
+    fn arc(&self) -> Arc<ControllerService> {
+        self.me.upgrade().expect("the controller outlives its RPCs")
+    }
+
     pub(crate) fn owned(&self, lv: &LvInfo) -> bool {
         lv.tag(names::TAG_OWNER) == Some(self.driver_name.as_str())
     }
@@ -590,14 +596,23 @@ impl Controller for ControllerService {
         r: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
         let wait = copy_wait(r.metadata(), self.config.copy_wait());
-        logged("CreateVolume", self.create(r.into_inner(), wait)).await
+        let me = self.arc();
+        detached("CreateVolume", async move {
+            me.create(r.into_inner(), wait).await
+        })
+        .await
     }
 
     async fn delete_volume(
         &self,
         r: Request<csi::DeleteVolumeRequest>,
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
-        logged("DeleteVolume", self.delete(r.into_inner())).await
+        let me = self.arc();
+        detached(
+            "DeleteVolume",
+            async move { me.delete(r.into_inner()).await },
+        )
+        .await
     }
 
     async fn controller_publish_volume(
@@ -669,14 +684,22 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
-        logged("CreateSnapshot", self.create_snapshot(r.into_inner())).await
+        let me = self.arc();
+        detached("CreateSnapshot", async move {
+            me.create_snapshot(r.into_inner()).await
+        })
+        .await
     }
 
     async fn delete_snapshot(
         &self,
         r: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
-        logged("DeleteSnapshot", self.delete_snapshot(r.into_inner())).await
+        let me = self.arc();
+        detached("DeleteSnapshot", async move {
+            me.delete_snapshot(r.into_inner()).await
+        })
+        .await
     }
 
     async fn list_snapshots(
@@ -697,7 +720,11 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
-        logged("ControllerExpandVolume", self.expand(r.into_inner())).await
+        let me = self.arc();
+        detached("ControllerExpandVolume", async move {
+            me.expand(r.into_inner()).await
+        })
+        .await
     }
 
     async fn controller_get_volume(

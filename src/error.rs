@@ -89,25 +89,54 @@ impl From<CsiError> for Status {
     }
 }
 
-/// Runs an RPC body and logs its failure once, at the boundary, with the full
-/// message; the client gets the same message in the status.
+/// Logs a failed RPC once, at the boundary, with the full message; the
+/// client gets the same message in the status.
+fn log_failure(rpc: &'static str, e: &CsiError) {
+    let code = e.code();
+    match code {
+        Code::Internal | Code::Unavailable | Code::DeadlineExceeded => {
+            tracing::error!(rpc, ?code, error = %e, "request failed")
+        }
+        _ => tracing::info!(rpc, ?code, error = %e, "request refused"),
+    }
+}
+
+fn respond<T>(r: CsiResult<T>) -> Result<tonic::Response<T>, Status> {
+    r.map(tonic::Response::new).map_err(Status::from)
+}
+
+/// Runs a read-only RPC body and logs its failure once.
 pub async fn logged<T>(
     rpc: &'static str,
     f: impl std::future::Future<Output = CsiResult<T>>,
 ) -> Result<tonic::Response<T>, Status> {
-    match f.await {
-        Ok(v) => Ok(tonic::Response::new(v)),
-        Err(e) => {
-            let code = e.code();
-            match code {
-                Code::Internal | Code::Unavailable | Code::DeadlineExceeded => {
-                    tracing::error!(rpc, ?code, error = %e, "request failed")
-                }
-                _ => tracing::info!(rpc, ?code, error = %e, "request refused"),
-            }
-            Err(e.into())
-        }
+    let r = f.await;
+    if let Err(e) = &r {
+        log_failure(rpc, e);
     }
+    respond(r)
+}
+
+/// Runs an RPC body that changes something on a task of its own, so a client
+/// that gives up (its deadline passed, its call was cancelled) never stops it
+/// half-way: every step it started (an lvcreate, an mkfs, a mount) completes
+/// and is recorded, and the client's retry finds a settled state. Its failure
+/// is logged once, also when nobody waits for the answer any more.
+pub async fn detached<T: Send + 'static>(
+    rpc: &'static str,
+    f: impl std::future::Future<Output = CsiResult<T>> + Send + 'static,
+) -> Result<tonic::Response<T>, Status> {
+    let task = tokio::spawn(async move {
+        let r = f.await;
+        if let Err(e) = &r {
+            log_failure(rpc, e);
+        }
+        r
+    });
+    respond(
+        task.await
+            .unwrap_or_else(|e| Err(CsiError::Internal(format!("{rpc} handler failed: {e}")))),
+    )
 }
 
 #[cfg(test)]

@@ -17,13 +17,14 @@ use crate::capability;
 use crate::controller::{ControllerService, CTX_FS_TYPE, TOPOLOGY_KEY};
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::{self, node_server::Node};
-use crate::error::{logged, CsiError, CsiResult};
+use crate::error::{detached, logged, CsiError, CsiResult};
 use crate::fs::{self, Signature};
 use crate::lvm::LvInfo;
 use crate::mountinfo;
 use crate::names;
 use crate::node_paths::{self as paths, Device, Spot};
 
+#[derive(Clone)]
 pub struct NodeService {
     pub node_id: String,
     pub max_volumes: i64,
@@ -166,7 +167,7 @@ impl NodeService {
         let _vg = self.controller.lvm.lock_vg(&lv.vg).await;
         self.controller
             .lvm
-            .activate(&lv.vg, &lv.name)
+            .ensure_device(&lv.vg, &lv.name)
             .await
             .map_err(CsiError::lvm(format!("activating {}/{}", lv.vg, lv.name)))?;
         self.controller.state.poke();
@@ -597,28 +598,45 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
-        logged("NodeStageVolume", self.stage(r.into_inner())).await
+        let me = self.clone();
+        detached(
+            "NodeStageVolume",
+            async move { me.stage(r.into_inner()).await },
+        )
+        .await
     }
 
     async fn node_unstage_volume(
         &self,
         r: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
-        logged("NodeUnstageVolume", self.unstage(r.into_inner())).await
+        let me = self.clone();
+        detached("NodeUnstageVolume", async move {
+            me.unstage(r.into_inner()).await
+        })
+        .await
     }
 
     async fn node_publish_volume(
         &self,
         r: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
-        logged("NodePublishVolume", self.publish(r.into_inner())).await
+        let me = self.clone();
+        detached("NodePublishVolume", async move {
+            me.publish(r.into_inner()).await
+        })
+        .await
     }
 
     async fn node_unpublish_volume(
         &self,
         r: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
-        logged("NodeUnpublishVolume", self.unpublish(r.into_inner())).await
+        let me = self.clone();
+        detached("NodeUnpublishVolume", async move {
+            me.unpublish(r.into_inner()).await
+        })
+        .await
     }
 
     async fn node_get_volume_stats(
@@ -632,7 +650,11 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
-        logged("NodeExpandVolume", self.expand(r.into_inner())).await
+        let me = self.clone();
+        detached("NodeExpandVolume", async move {
+            me.expand(r.into_inner()).await
+        })
+        .await
     }
 
     async fn node_get_capabilities(

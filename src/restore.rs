@@ -405,7 +405,7 @@ impl Filler {
             if !std::path::Path::new(&format!("/dev/{vg}/{lv}")).exists() {
                 let _vg = self.lvm.lock_vg(vg).await;
                 self.lvm
-                    .activate(vg, lv)
+                    .ensure_device(vg, lv)
                     .await
                     .map_err(|e| format!("activating {vg}/{lv}: {e}"))?;
             }

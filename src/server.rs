@@ -109,7 +109,8 @@ pub fn services(opts: &Options, runner: Arc<dyn LvmRunner>) -> Services {
     let config = Arc::new(opts.config.clone());
     let lvm = Arc::new(Lvm::new(runner));
     let state = StateCache::new(lvm.clone(), config.clone());
-    let controller = Arc::new(ControllerService {
+    let controller = Arc::new_cyclic(|me| ControllerService {
+        me: me.clone(),
         driver_name: opts.driver_name.clone(),
         node_id: opts.node_id.clone(),
         config: config.clone(),

@@ -200,6 +200,14 @@ pub fn lvchange_activate(vg: &str, lv: &str) -> Vec<String> {
     ]
 }
 
+/// (Re)creates the /dev nodes of an LV. Needed where nothing else makes them:
+/// an lvcreate or activation interrupted (a crash, a timeout) can leave the
+/// device-mapper device in place but its node missing, and without udev a
+/// second activation of an active LV does not make it.
+pub fn vgmknodes(vg: &str, lv: &str) -> Vec<String> {
+    vec![s("vgmknodes"), s("--quiet"), format!("{vg}/{lv}")]
+}
+
 /// Grows an LV to exactly `size_bytes`; the filesystem is grown by the node.
 pub fn lvextend(vg: &str, lv: &str, size_bytes: u64) -> Vec<String> {
     vec![

@@ -141,6 +141,21 @@ impl Lvm {
         self.call(args::lvchange_activate(vg, lv)).await.map(drop)
     }
 
+    /// Makes sure `/dev/<vg>/<lv>` exists: activates the LV, and when its node
+    /// is still missing (an activation cut short), makes the nodes. Call with
+    /// the VG's lock held.
+    pub async fn ensure_device(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
+        let node = format!("/dev/{vg}/{lv}");
+        if std::path::Path::new(&node).exists() {
+            return Ok(());
+        }
+        self.activate(vg, lv).await?;
+        if !std::path::Path::new(&node).exists() {
+            self.call(args::vgmknodes(vg, lv)).await?;
+        }
+        Ok(())
+    }
+
     /// `lvm version`: proves the binary runs at all (start-up check).
     pub async fn version(&self) -> Result<String, LvmError> {
         let out = self.call(vec!["version".to_string()]).await?;

@@ -58,8 +58,11 @@ async fn provision(
     }
 }
 
-fn copies_started(log: &str) -> usize {
-    log.matches("block copy started").count()
+/// Copies carve started into LV `lv`.
+fn copies_started(log: &str, lv: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("block copy started") && l.contains(lv))
+        .count()
 }
 
 /// Restores `size` bytes of a thick snapshot through provisioner-style calls
@@ -88,7 +91,7 @@ async fn provisioner_restore(tag: &str, size: i64, deadline: Duration) -> Provis
     let got = provision(&mut c, &req, deadline, Duration::from_millis(100)).await;
     let log = carve.log_text();
     assert_eq!(
-        copies_started(&log),
+        copies_started(&log, &carve::names::lv_name(&req.name)),
         1,
         "exactly one block copy may run for one volume ({} calls):\n{log}",
         got.calls

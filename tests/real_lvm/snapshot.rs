@@ -431,7 +431,14 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     let r = req.clone();
     let call = tokio::spawn(async move { c2.create_volume(r).await });
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !first.log_text().contains("block copy started") {
+    // This restore's copy (a copy resumed for a volume another test left
+    // unfinished would log the same words).
+    let name = carve::names::lv_name("kill-restore");
+    let started = |log: String| {
+        log.lines()
+            .any(|l| l.contains("block copy started") && l.contains(&name))
+    };
+    while !started(first.log_text()) {
         assert!(
             Instant::now() < deadline,
             "copy never started: {}",
@@ -451,7 +458,6 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     );
     drop(first);
 
-    let name = carve::names::lv_name("kill-restore");
     let half = lv("carve-thick", &name).expect("the half-restored LV exists");
     assert!(
         half.lv_tags
@@ -494,7 +500,11 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     // The retry joins the resumed copy and answers only when the volume is whole.
     let v = super::crash::create_until_done(&mut c, &req).await;
     assert_eq!(
-        second.log_text().matches("block copy started").count(),
+        second
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("block copy started") && l.contains(&name))
+            .count(),
         1,
         "the retries joined the one resumed copy"
     );
