@@ -234,6 +234,9 @@ impl ControllerService {
                     if let Some(lv) = self.find(&v.lvm, &id.vg, &id.lv, kind) {
                         return Ok(Located::Here(Box::new(lv.clone())));
                     }
+                    if v.lvm.lv(&id.vg, &id.lv).is_some() {
+                        tracing::warn!(lv = %format!("{}/{}", id.vg, id.lv), "an LV of that name exists but lacks carve's owner tag: treated as absent and left untouched");
+                    }
                 }
                 Err(e) if e.kind == LvmErrorKind::NotFound => {}
                 Err(e) => return Err(CsiError::lvm("reading LVM state")(e)),

@@ -186,6 +186,7 @@ async fn names_with_shell_and_path_characters_are_just_names() {
             "{name}"
         );
     }
+    assert_eq!(runner.writes().len(), 5, "one lvcreate per name");
     for cmd in runner.writes() {
         let args: Vec<&str> = cmd.split(' ').collect();
         let lv = args[args.iter().position(|a| *a == "--name").unwrap() + 1];

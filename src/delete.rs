@@ -59,8 +59,9 @@ impl ControllerService {
                         "removing {vg}/{temp}, the temporary snapshot of unfinished clone {vg}/{name}: {e}"
                     ))
                 })?;
-            crate::crash::point("delete-after-temp-removed");
         }
+        // The copy is stopped and its temporary snapshot gone; the volume next.
+        crate::crash::point("delete-after-temp-removed");
         match self.lvm.remove(vg, name, &self.owner_tag()).await {
             Ok(true) => {}
             Ok(false) => return self.explain_not_removed(vg, name).await,

@@ -204,12 +204,17 @@ mod tests {
             Started::Running(j) => j,
             Started::Failed(e) => panic!("{e}"),
         };
-        // A second start finds the same job; its work never runs.
-        let second = match jobs.start("vg/a", "t".into(), 10, |_| async { panic!("second job") }) {
+        // A second start finds the same job; its work is never even built.
+        let built = std::sync::atomic::AtomicBool::new(false);
+        let second = match jobs.start("vg/a", "t".into(), 10, |_| {
+            built.store(true, Ordering::SeqCst);
+            async { Outcome::Done }
+        }) {
             Started::Running(j) => j,
             Started::Failed(e) => panic!("{e}"),
         };
         assert!(Arc::ptr_eq(&first, &second));
+        assert!(!built.load(Ordering::SeqCst), "a second job was started");
         assert_eq!(first.wait(Duration::from_millis(20)).await, None);
         tx.send(()).unwrap();
         assert_eq!(

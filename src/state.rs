@@ -419,6 +419,16 @@ mod tests {
         assert_eq!(z.size, 12 << 20);
         assert!(z.tag("carve.dev/incomplete").is_none());
         assert_eq!(free(&c), before - (12 << 20));
+        // A report that started before all three but already shows their
+        // outcome: replaying them over it changes nothing.
+        let mut shown = c.lvm.state().await.unwrap();
+        shown.lvs.push(lv("cv-z", 12 << 20));
+        shown.vgs.get_mut("vgthick").unwrap().free -= 12 << 20;
+        c.install(0, None, Ok(shown)).unwrap();
+        let view = c.get().unwrap();
+        assert_eq!(view.lvm.lvs.iter().filter(|l| l.name == "cv-z").count(), 1);
+        assert_eq!(view.lvm.lv("vgthick", "cv-z").unwrap().size, 12 << 20);
+        assert_eq!(free(&c), before - (12 << 20));
         c.apply(Change::Removed {
             vg: "vgthick".into(),
             lv: "cv-z".into(),

@@ -56,18 +56,22 @@ struct Opts {
 }
 
 impl Opts {
+    /// Dies by SIGKILL at crash point `point` (see src/crash.rs).
     fn crash_at(point: &str) -> Opts {
-        Opts {
-            env: vec![("CARVE_CRASH_POINT".into(), point.into())],
-            ..Default::default()
-        }
+        Opts::default().and_crash_at(point)
+    }
+    fn and_crash_at(mut self, point: &str) -> Opts {
+        self.env.push(("CARVE_CRASH_POINT".into(), point.into()));
+        self
     }
     /// Every block copy chunk (4 MiB) takes at least `ms`: a copy is seen running.
     fn slow_copies(ms: u64) -> Opts {
-        Opts {
-            env: vec![("CARVE_TEST_COPY_CHUNK_DELAY_MS".into(), ms.to_string())],
-            ..Default::default()
-        }
+        Opts::default().and_slow_copies(ms)
+    }
+    fn and_slow_copies(mut self, ms: u64) -> Opts {
+        self.env
+            .push(("CARVE_TEST_COPY_CHUNK_DELAY_MS".into(), ms.to_string()));
+        self
     }
     fn node(name: &str) -> Opts {
         Opts {
@@ -334,25 +338,41 @@ async fn delete(c: &mut ControllerClient<Channel>, id: impl Into<String>) {
     .expect("DeleteVolume");
 }
 
+/// The test ground's foreign LVs are as testbed.sh made them: same content,
+/// no tags, same size.
 fn foreign_intact() {
     let want = std::fs::read(format!(
         "{}/foreign.bin",
         std::env::var("CARVE_TESTBED").unwrap()
     ))
     .unwrap();
-    let mut got = vec![0u8; want.len()];
     use std::io::Read;
-    std::fs::File::open("/dev/carve-thick/foreign-data")
-        .unwrap()
-        .read_exact(&mut got)
-        .unwrap();
-    assert!(got == want, "foreign LV content changed");
-    assert!(lv("carve-thick", "foreign-data")
-        .unwrap()
-        .lv_tags
-        .is_empty());
-    assert!(lv("carve-thick", "cv-foreign-0000000000000000").is_some());
+    for name in ["foreign-data", "cv-foreign-0000000000000000"] {
+        let mut got = vec![0u8; want.len()];
+        std::fs::File::open(format!("/dev/carve-thick/{name}"))
+            .unwrap()
+            .read_exact(&mut got)
+            .unwrap();
+        assert!(got == want, "foreign LV {name}: content changed");
+        let l = lv("carve-thick", name).unwrap_or_else(|| panic!("foreign LV {name} is gone"));
+        assert!(
+            l.lv_tags.is_empty(),
+            "foreign LV {name} got tags {}",
+            l.lv_tags
+        );
+    }
+    assert_eq!(
+        lv("carve-thick", "cv-foreign-0000000000000000")
+            .unwrap()
+            .lv_size,
+        (8 * MI).to_string()
+    );
     assert!(lv("carve-thin", "foreign-thin").is_some());
+}
+
+/// The ID a carve volume or snapshot at `vg/lv` on this test's node has.
+fn id_here(vg: &str, lv: &str) -> String {
+    format!("v1:{NODE}:{vg}/{lv}")
 }
 
 #[tokio::test]
@@ -704,11 +724,16 @@ async fn list_volumes_pages_stably_and_shows_only_carve_volumes() {
 async fn foreign_lvs_are_never_touched() {
     let carve = Carve::start(&testbed_config()).await;
     let mut c = carve.controller().await;
-    for id in [
+    // Well-formed IDs of this node: the LV is looked up in LVM, found, and
+    // refused for lacking carve's owner tag. (foreign-data and foreign-thin
+    // cannot even be named by a carve volume ID: no cv- prefix.)
+    let look_alike = id_here("carve-thick", "cv-foreign-0000000000000000");
+    let malformed = [
         "carve-thick/foreign-data",
         "carve-thick/cv-foreign-0000000000000000",
         "carve-thin/foreign-thin",
-    ] {
+    ];
+    for id in std::iter::once(look_alike.as_str()).chain(malformed) {
         delete(&mut c, id).await;
         let e = c
             .controller_expand_volume(csi::ControllerExpandVolumeRequest {
@@ -732,11 +757,9 @@ async fn foreign_lvs_are_never_touched() {
             Code::NotFound
         );
     }
-    assert_eq!(
-        lv("carve-thick", "cv-foreign-0000000000000000")
-            .unwrap()
-            .lv_size,
-        (8 * MI).to_string()
+    assert!(
+        carve.log_text().contains("lacks carve's owner tag"),
+        "the look-alike was looked up and refused, not dropped by the ID parser"
     );
     foreign_intact();
 }

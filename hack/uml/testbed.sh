@@ -33,6 +33,9 @@ lvmq lvcreate -q -y -V 256M -T carve-thin/pool0 -n foreign-thin
 # Known content in the foreign LV so tests can prove it was never written.
 head -c 1048576 /dev/urandom > "$CARVE_TESTBED/foreign.bin"
 dd if="$CARVE_TESTBED/foreign.bin" of=/dev/carve-thick/foreign-data bs=1M count=1 conv=fsync status=none
+# The look-alike (a carve-style name, no owner tag) gets the same bytes: a
+# carve that took it for its own and formatted or copied into it shows.
+dd if="$CARVE_TESTBED/foreign.bin" of=/dev/carve-thick/cv-foreign-0000000000000000 bs=1M count=1 conv=fsync status=none
 cat > "$CARVE_TESTBED/config.toml" <<'TOML'
 capacity_refresh_seconds = 5
 lvm_timeout_seconds = 60

@@ -42,5 +42,14 @@ async fn python_grpcio_client_drives_a_volume_through_carve() {
         carve.log_text()
     );
     assert!(text.contains("all steps ok"), "{text}");
+    // grpc-core sent its %-encoded socket path as :authority, and carve's
+    // rewrite is what let the calls through.
+    assert!(
+        carve
+            .log_text()
+            .contains("replacing an invalid :authority with localhost"),
+        "the client never needed the authority rewrite:\n{}",
+        carve.log_text()
+    );
     foreign_intact();
 }

@@ -180,29 +180,40 @@ async fn trial(op: Op, point: &str, then: Then) {
     );
     drop(doomed);
 
-    // A fresh carve on the same LVM.
-    let carve = Carve::start(&cfg).await;
+    // A fresh carve on the same LVM. It resumes an unfinished thick copy by
+    // itself; slowed down here, so the checks below see it unfinished.
+    let carve = Carve::start_with(&cfg, Opts::slow_copies(100)).await;
     let mut c = carve.controller().await;
-    if let Some(id) = listed_id(&mut c, &dst_lv).await {
-        // Whatever state the crash left, it is not presented as usable while
-        // LVM still marks the copy unfinished.
-        if tags_of(vg, &dst_lv).contains("carve.dev/incomplete") {
-            let st = c
-                .controller_get_volume(csi::ControllerGetVolumeRequest {
-                    volume_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
-            let still = tags_of(vg, &dst_lv).contains("carve.dev/incomplete");
-            assert!(
-                st.volume_condition.unwrap().abnormal || !still,
-                "{what}: an unfinished volume is reported healthy"
-            );
-        }
-    }
+    // Every crash point comes after the lvcreate: the volume exists, is
+    // marked unfinished, and nothing presents it as usable.
+    assert!(
+        tags_of(vg, &dst_lv).contains("carve.dev/incomplete=1"),
+        "{what}: {:?}",
+        lv(vg, &dst_lv).map(|l| l.lv_tags)
+    );
+    let id = listed_id(&mut c, &dst_lv)
+        .await
+        .unwrap_or_else(|| panic!("{what}: the unfinished volume is not listed"));
+    let st = c
+        .controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let cond = st.volume_condition.unwrap();
+    assert!(cond.abnormal, "{what}: reported healthy while unfinished");
+    let mut n = NodeClient::new(carve.channel().await);
+    let staging = node::paths(&format!("crash-early-{tag}"));
+    let e = node::stage(&mut n, &id, &staging, &block_cap())
+        .await
+        .expect_err("an unfinished volume was staged");
+    assert!(
+        matches!(e.code(), Code::Aborted | Code::FailedPrecondition),
+        "{what}: {e:?}"
+    );
     match then {
         Then::Retry => {
             let v = create_until_done(&mut c, &req).await;
@@ -236,7 +247,6 @@ async fn trial(op: Op, point: &str, then: Then) {
                 .unwrap_or_else(|| panic!("{what}: not listed"));
             let cond = listed.status.unwrap().volume_condition.unwrap();
             assert!(!cond.abnormal, "{what}: listed abnormal: {}", cond.message);
-            let mut n = NodeClient::new(carve.channel().await);
             let p = node::paths(&format!("crash-{tag}"));
             node::stage(&mut n, &v.volume_id, &p, &block_cap())
                 .await
@@ -249,10 +259,8 @@ async fn trial(op: Op, point: &str, then: Then) {
             delete(&mut c, v.volume_id).await;
         }
         Then::Delete => {
-            // The CO learns the ID from a listing (its create never answered).
-            if let Some(id) = listed_id(&mut c, &dst_lv).await {
-                delete(&mut c, id).await;
-            }
+            // The CO learnt the ID from a listing (its create never answered).
+            delete(&mut c, id).await;
             assert_eq!(lv_names(vg), before, "{what}: leaked LVs after delete");
         }
     }
@@ -302,4 +310,85 @@ async fn crash_trials_thin_restore_larger_than_its_snapshot() {
     for then in [Then::Retry, Then::Delete] {
         trial(Op::ThinRestoreGrow, "create-after-lvcreate", then).await;
     }
+}
+
+/// DeleteVolume of a clone whose copy is running stops the copy and removes
+/// the clone and its temporary snapshot. Killed between the two removals, a
+/// restarted carve (which resumes the unfinished copy) and a second delete
+/// still leave nothing behind, and the source stays deletable.
+#[tokio::test]
+async fn crash_trial_delete_of_a_clone_being_copied() {
+    let cfg = testbed_config();
+    let vg = "carve-thick";
+    let untouched = lv_names(vg);
+    // 16 chunks of 300 ms: the copy runs for about 5 s.
+    let opts = Opts::slow_copies(300).and_crash_at("delete-after-temp-removed");
+    let mut first = Carve::start_with(&cfg, opts).await;
+    let mut c = first.controller().await;
+    let src = create_ok(&mut c, block_req("del-src", None, SRC)).await;
+    fill_device(&format!("/dev/{}", lvm_path(&src.volume_id)), SRC as u64, 3);
+    let mut req = block_req("del-clone", None, SRC);
+    req.volume_content_source = Some(content(None, Some(&src.volume_id)));
+    let mut r = tonic::Request::new(req.clone());
+    r.set_timeout(Duration::from_secs(1));
+    let e = c.create_volume(r).await.unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            Code::Aborted | Code::DeadlineExceeded | Code::Cancelled
+        ),
+        "{e:?}"
+    );
+    let dst = carve::names::lv_name("del-clone");
+    let temp = carve::names::clone_temp_name(&dst);
+    assert!(
+        lv(vg, &temp).is_some(),
+        "the copy runs from its temporary snapshot"
+    );
+    let id = listed_id(&mut c, &dst)
+        .await
+        .expect("the unfinished clone is listed");
+    let call = {
+        let (mut c, id) = (c.clone(), id.clone());
+        tokio::spawn(async move {
+            c.delete_volume(csi::DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+        })
+    };
+    first.wait_crashed().await;
+    assert!(call.await.unwrap().is_err());
+    drop(first);
+    assert!(lv(vg, &temp).is_none(), "the temporary snapshot went first");
+    assert!(
+        lv(vg, &dst).is_some(),
+        "the kill came before the clone's removal"
+    );
+
+    let second = Carve::start_with(&cfg, Opts::slow_copies(300)).await;
+    let mut c = second.controller().await;
+    assert!(
+        second.log_text().contains("resuming a block copy"),
+        "the restarted carve resumed the unfinished clone:\n{}",
+        second.log_text()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lv(vg, &temp).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the resumed copy made no temporary snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    delete(&mut c, id.clone()).await;
+    delete(&mut c, id).await;
+    let mut want = untouched.clone();
+    want.push(split(&src.volume_id).1.to_string());
+    want.sort();
+    assert_eq!(lv_names(vg), want, "nothing of the clone is left");
+    delete(&mut c, src.volume_id).await;
+    assert_eq!(lv_names(vg), untouched);
+    foreign_intact();
 }

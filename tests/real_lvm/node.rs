@@ -430,20 +430,18 @@ async fn node_refuses_bad_input_before_touching_anything() {
             .code(),
         Code::InvalidArgument
     );
-    assert_eq!(
-        stage(&mut n, "carve-thick/cv-nope-0000", &p, &cap)
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        stage(&mut n, "carve-thick/foreign-data", &p, &cap)
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
+    // Well-formed IDs: looked up in LVM (absent; present but foreign).
+    for id in [
+        id_here("carve-thick", "cv-nope-0000000000000000"),
+        id_here("carve-thick", "cv-foreign-0000000000000000"),
+        "carve-thick/foreign-data".to_string(),
+    ] {
+        assert_eq!(
+            stage(&mut n, &id, &p, &cap).await.unwrap_err().code(),
+            Code::NotFound,
+            "{id}"
+        );
+    }
     assert!(mounted(&p.stage).is_none(), "nothing was mounted");
     // Publish before stage: FailedPrecondition.
     assert_eq!(

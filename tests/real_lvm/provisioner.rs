@@ -180,7 +180,7 @@ async fn restore_or_clone_asked_of_another_node_is_resource_exhausted() {
             e.message()
         );
         assert!(
-            e.message().contains(NODE),
+            e.message().contains(&format!("is on node {NODE}")),
             "{what}: the message names the node that holds the source: {}",
             e.message()
         );

@@ -220,9 +220,16 @@ async fn clone_of_mounted_volume(class: Option<&str>) {
         .lv_tags
         .split(',')
         .all(|t| !t.starts_with("carve.dev/incomplete")));
-    assert!(
-        lvs(vg).iter().all(|l| !l.lv_name.starts_with("cs-clone-")),
-        "temporary snapshot removed"
+    let mut want = vec![split(&id).1.to_string(), name.to_string()];
+    want.sort();
+    assert_eq!(
+        lv_names(vg)
+            .into_iter()
+            .filter(|n| want.contains(n) || n.starts_with("ct-"))
+            .collect::<Vec<_>>(),
+        want,
+        "source and clone only: the temporary snapshot ({}) is gone",
+        carve::names::clone_temp_name(name)
     );
     let cp = paths(&format!("clone-dst-{tag}"));
     stage(&mut n, &clone.volume_id, &cp, &cap).await.unwrap();
@@ -266,19 +273,22 @@ async fn snapshot_bad_input_and_listing() {
         snapshot(&mut c, "s", "").await.unwrap_err().code(),
         Code::InvalidArgument
     );
+    let thick_before = lv_names("carve-thick");
+    for source in [
+        id_here("carve-thin", "cv-nope-0000000000000000"),
+        id_here("carve-thick", "cv-foreign-0000000000000000"),
+        "carve-thin/foreign-thin".to_string(),
+    ] {
+        assert_eq!(
+            snapshot(&mut c, "s", &source).await.unwrap_err().code(),
+            Code::NotFound,
+            "{source}"
+        );
+    }
     assert_eq!(
-        snapshot(&mut c, "s", "carve-thin/cv-nope-00")
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
-    );
-    assert_eq!(
-        snapshot(&mut c, "s", "carve-thin/foreign-thin")
-            .await
-            .unwrap_err()
-            .code(),
-        Code::NotFound
+        lv_names("carve-thick"),
+        thick_before,
+        "no snapshot of the foreign LV"
     );
     let sa = snapshot(&mut c, "snapl-1", &a).await.unwrap();
     assert_eq!(
@@ -378,7 +388,7 @@ async fn snapshot_bad_input_and_listing() {
             "r-none",
             Some("thin"),
             0,
-            "carve-thin/cs-nope-00",
+            &id_here("carve-thin", "cs-nope-0000000000000000"),
             cap.clone()
         ))
         .await
