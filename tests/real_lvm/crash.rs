@@ -341,10 +341,15 @@ async fn crash_trial_delete_of_a_clone_being_copied() {
     );
     let dst = carve::names::lv_name("del-clone");
     let temp = carve::names::clone_temp_name(&dst);
-    assert!(
-        lv(vg, &temp).is_some(),
-        "the copy runs from its temporary snapshot"
-    );
+    // The job makes its temporary snapshot right after the call answered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lv(vg, &temp).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the copy never made its temporary snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let id = listed_id(&mut c, &dst)
         .await
         .expect("the unfinished clone is listed");
