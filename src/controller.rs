@@ -331,6 +331,18 @@ impl ControllerService {
         })
     }
 
+    /// The cached view, or a report taken now when there is none yet.
+    pub(crate) async fn view_or_refresh(&self) -> CsiResult<Arc<crate::state::View>> {
+        match self.state.get() {
+            Some(v) => Ok(v),
+            None => self
+                .state
+                .refresh()
+                .await
+                .map_err(CsiError::lvm("reading LVM state")),
+        }
+    }
+
     /// The in-flight guard of an LV: one operation per volume at a time.
     pub(crate) fn guard(&self, what: &str, lv: &str) -> CsiResult<crate::inflight::Guard> {
         self.inflight.try_acquire(lv).ok_or_else(|| {
@@ -389,14 +401,7 @@ impl ControllerService {
     async fn list(&self, req: csi::ListVolumesRequest) -> CsiResult<csi::ListVolumesResponse> {
         // Validate the token before anything else runs.
         crate::pagination::check(req.max_entries, &req.starting_token)?;
-        let view = match self.state.get() {
-            Some(v) => v,
-            None => self
-                .state
-                .refresh()
-                .await
-                .map_err(CsiError::lvm("reading LVM state"))?,
-        };
+        let view = self.view_or_refresh().await?;
         let vols: Vec<(String, &LvInfo)> = self
             .volumes(&view.lvm)
             .map(|l| (self.id_of(l), l))

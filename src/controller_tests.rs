@@ -38,7 +38,8 @@ type = "thick"
 raid = "raid1"
 "#;
 
-async fn setup() -> (Arc<ControllerService>, Arc<FakeLvm>) {
+/// carve's services over the in-memory LVM, its first report taken.
+async fn setup_services() -> (crate::server::Services, Arc<FakeLvm>) {
     let runner = FakeLvm::new();
     let opts = Options {
         endpoint: "unix:///unused".into(),
@@ -50,6 +51,11 @@ async fn setup() -> (Arc<ControllerService>, Arc<FakeLvm>) {
     let s = services(&opts, runner.clone());
     s.state.refresh().await.unwrap();
     runner.clear();
+    (s, runner)
+}
+
+async fn setup() -> (Arc<ControllerService>, Arc<FakeLvm>) {
+    let (s, runner) = setup_services().await;
     (s.controller, runner)
 }
 
@@ -689,17 +695,7 @@ async fn refresh_taken_before_lvcreate_installed_after_it() {
 /// node; it must not run an LVM report each time.
 #[tokio::test]
 async fn probe_runs_no_lvm_command() {
-    let runner = FakeLvm::new();
-    let opts = Options {
-        endpoint: "unix:///unused".into(),
-        node_id: "node-a".into(),
-        driver_name: "carve.dev".into(),
-        max_volumes: 0,
-        config: Config::parse(CONFIG, "test").unwrap(),
-    };
-    let s = services(&opts, runner.clone());
-    s.state.refresh().await.unwrap();
-    runner.clear();
+    let (s, runner) = setup_services().await;
     use crate::csi::identity_server::Identity;
     for _ in 0..5 {
         let r = s

@@ -260,14 +260,7 @@ impl ControllerService {
         // Validate the token before anything else runs.
         crate::pagination::check(req.max_entries, &req.starting_token)?;
         // From the cached view: carve's own snapshots enter it as they are made.
-        let view = match self.state.get() {
-            Some(v) => v,
-            None => self
-                .state
-                .refresh()
-                .await
-                .map_err(CsiError::lvm("reading LVM state"))?,
-        };
+        let view = self.view_or_refresh().await?;
         let snaps: Vec<csi::Snapshot> = view
             .lvm
             .lvs

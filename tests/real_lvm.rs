@@ -288,14 +288,34 @@ fn lvm_path(id: &str) -> String {
 /// The ID carve lists for the volume on LV `lv` (a volume whose create never
 /// answered has no ID in the caller's hands).
 async fn listed_id(c: &mut ControllerClient<Channel>, lv: &str) -> Option<String> {
+    list_entries(c)
+        .await
+        .into_iter()
+        .filter_map(|e| e.volume.map(|v| v.volume_id))
+        .find(|id| split(id).1 == lv)
+}
+
+/// Every entry ListVolumes returns (one page: the suite's VGs are small).
+async fn list_entries(c: &mut ControllerClient<Channel>) -> Vec<csi::list_volumes_response::Entry> {
     c.list_volumes(csi::ListVolumesRequest::default())
         .await
         .unwrap()
         .into_inner()
         .entries
-        .into_iter()
-        .filter_map(|e| e.volume.map(|v| v.volume_id))
-        .find(|id| split(id).1 == lv)
+}
+
+/// CreateSnapshot of `source` named `name`, asserting success.
+async fn snapshot_ok(c: &mut ControllerClient<Channel>, name: &str, source: &str) -> csi::Snapshot {
+    c.create_snapshot(csi::CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("CreateSnapshot {name}: {e:?}"))
+    .into_inner()
+    .snapshot
+    .unwrap()
 }
 
 /// Names of every LV in `vg`, sorted.
@@ -933,12 +953,8 @@ async fn capacity_and_listing_stay_exact_while_refreshes_race_creates() {
                 "after create {i}: capacity off by {} bytes",
                 before - now - (i + 1) * 100 * MI
             );
-            let listed: Vec<String> = c
-                .list_volumes(csi::ListVolumesRequest::default())
+            let listed: Vec<String> = list_entries(&mut c)
                 .await
-                .unwrap()
-                .into_inner()
-                .entries
                 .into_iter()
                 .map(|e| e.volume.unwrap().volume_id)
                 .filter(|id| id.contains("race-cache"))

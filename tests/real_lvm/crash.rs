@@ -133,18 +133,7 @@ async fn trial(op: Op, point: &str, then: Then) {
     let want = digest(&src_dev, SRC as u64);
     let snap = match op {
         Op::ThickClone => None,
-        _ => Some(
-            c.create_snapshot(csi::CreateSnapshotRequest {
-                name: format!("snap-{tag}"),
-                source_volume_id: src.volume_id.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .snapshot
-            .unwrap(),
-        ),
+        _ => Some(snapshot_ok(&mut c, &format!("snap-{tag}"), &src.volume_id).await),
     };
     drop(c);
     drop(first);
@@ -236,12 +225,8 @@ async fn trial(op: Op, point: &str, then: Then) {
                 "{what}: data differs from the source"
             );
             // Healthy everywhere it is reported, without a restart.
-            let listed = c
-                .list_volumes(csi::ListVolumesRequest::default())
+            let listed = list_entries(&mut c)
                 .await
-                .unwrap()
-                .into_inner()
-                .entries
                 .into_iter()
                 .find(|e| e.volume.as_ref().unwrap().volume_id == v.volume_id)
                 .unwrap_or_else(|| panic!("{what}: not listed"));

@@ -75,17 +75,7 @@ async fn provisioner_restore(tag: &str, size: i64, deadline: Duration) -> Provis
     let dev = format!("/dev/{vg}/{lv_name}");
     fill_device(&dev, size as u64, 11);
     let want = digest(&dev, size as u64);
-    let snap = c
-        .create_snapshot(csi::CreateSnapshotRequest {
-            name: format!("prov-snap-{tag}"),
-            source_volume_id: src.volume_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
+    let snap = snapshot_ok(&mut c, &format!("prov-snap-{tag}"), &src.volume_id).await;
     let mut req = block_req(&format!("prov-restore-{tag}"), None, size);
     req.volume_content_source = Some(content(Some(&snap.snapshot_id), None));
     let got = provision(&mut c, &req, deadline, Duration::from_millis(100)).await;
@@ -153,17 +143,7 @@ async fn restore_or_clone_asked_of_another_node_is_resource_exhausted() {
     let here = Carve::start(&testbed_config()).await;
     let mut c = here.controller().await;
     let src = create_ok(&mut c, block_req("wrong-node-src", None, 8 * MI)).await;
-    let snap = c
-        .create_snapshot(csi::CreateSnapshotRequest {
-            name: "wrong-node-snap".into(),
-            source_volume_id: src.volume_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .snapshot
-        .unwrap();
+    let snap = snapshot_ok(&mut c, "wrong-node-snap", &src.volume_id).await;
     let there = Carve::start_with(&other_node_config(), Opts::node("node-b")).await;
     let mut b = there.controller().await;
     for (what, source) in [
