@@ -29,7 +29,10 @@ mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs"
 echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror testing main" > "$work/sources.list"
 apt_opts=(-o "Dir::Etc::SourceList=$work/sources.list" -o Dir::Etc::SourceParts=/dev/null
     -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o Dir::State::Status=/dev/null
-    -o APT::Architecture=amd64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root -qq)
+    -o APT::Architecture=amd64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root -qq
+    # Signatures are checked; the Release file's expiry date is not: a mirror
+    # that serves a frozen snapshot of the archive (as here) would fail it.
+    -o Acquire::Check-Valid-Until=false -o Acquire::Check-Date=false)
 echo "install-kernel: fetching user-mode-linux and its glibc from Debian testing ($mirror)"
 apt-get "${apt_opts[@]}" update
 (cd "$work/debs" && apt-get "${apt_opts[@]}" download user-mode-linux libc6)
