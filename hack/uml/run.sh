@@ -31,9 +31,16 @@ tailer=$!
 trap 'kill $tailer 2>/dev/null || true' EXIT
 
 # UML keeps its RAM in a file under TMPDIR; /dev/shm is fast and sized for it.
-TMPDIR=/dev/shm "$uml/linux" mem="$mem" rootfstype=hostfs rootflags=/ rw \
-    init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" CARVE_UML_MODULES="$(cd "$uml/modules" && pwd -P)" \
-    con=null con0=fd:0,fd:1 </dev/null > "$job/console.log" 2>&1 || true
+# The guest's verdict is $job/rc, not the kernel's exit status: after a long
+# run the kernel can die by SIGABRT once it has halted, and the shell's
+# "Aborted" notice for that goes to console.log (the subshell's stderr), not to
+# the terminal, where it would read as a failure.
+(
+    TMPDIR=/dev/shm "$uml/linux" mem="$mem" rootfstype=hostfs rootflags=/ rw \
+        init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" CARVE_UML_MODULES="$(cd "$uml/modules" && pwd -P)" \
+        con=null con0=fd:0,fd:1 </dev/null >"$job/console.log" 2>&1
+    echo "carve-uml: kernel exited with status $?" >&2
+) 2>>"$job/console.log" || true
 sleep 0.3
 kill $tailer 2>/dev/null || true
 rc=$(cat "$job/rc" 2>/dev/null || echo 96)
