@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use carve::csi::controller_client::ControllerClient;
-use carve::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
-use carve::csi::{self};
+use carve_csi::csi::controller_client::ControllerClient;
+use carve_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use carve_csi::csi::{self};
 
 const VG: &str = "carve-thick";
 const SIZE: u64 = 8 << 20;
@@ -70,7 +70,7 @@ async fn main() {
     let (socket, pid) = (&a[1], &a[2]);
     let rounds: usize = a[3].parse().unwrap();
     let cap_calls: usize = a[4].parse().unwrap();
-    let mut c = ControllerClient::new(carve::client::connect(socket).await.unwrap());
+    let mut c = ControllerClient::new(carve_csi::client::connect(socket).await.unwrap());
     let idle_rss = rss_kib(pid);
 
     let cap = csi::VolumeCapability {
@@ -157,8 +157,9 @@ async fn main() {
     // NodeStage vs a bare mkfs + mount of the same LV: each round formats and
     // mounts the LV by hand, unmounts and wipes it, then lets carve stage it
     // (blkid probe, the same mkfs, mount, mount-table check).
-    let mut node =
-        carve::csi::node_client::NodeClient::new(carve::client::connect(socket).await.unwrap());
+    let mut node = carve_csi::csi::node_client::NodeClient::new(
+        carve_csi::client::connect(socket).await.unwrap(),
+    );
     let (mut bare_s, mut carve_s) = (vec![], vec![]);
     let stage_rounds = rounds.min(10);
     for i in 0..stage_rounds {
@@ -398,8 +399,8 @@ async fn main() {
     }
     // The floor: the cheapest RPC carve has, over the same socket in the same
     // guest, so GetCapacity's own cost can be told from gRPC and UML syscalls.
-    let mut id = carve::csi::identity_client::IdentityClient::new(
-        carve::client::connect(socket).await.unwrap(),
+    let mut id = carve_csi::csi::identity_client::IdentityClient::new(
+        carve_csi::client::connect(socket).await.unwrap(),
     );
     let mut floor = Vec::with_capacity(cap_calls);
     for _ in 0..cap_calls {
@@ -421,10 +422,13 @@ async fn main() {
     println!("GetCapacity   p50 {:8.3} ms   p99 {:8.3} ms over {cap_calls} calls with {lvs} carve LVs listed (target p99 < 1 ms); available {avail}", ms(p50), ms(p99));
     // The handler alone, in this process, over the same LVM state: what carve
     // itself adds to a GetCapacity, without the socket and gRPC framing.
-    let cfg = carve::config::Config::load(std::path::Path::new(&a[5])).unwrap();
-    let runner = std::sync::Arc::new(carve::lvm::SystemLvm::new("lvm", Duration::from_secs(60)));
-    let svc = carve::server::services(
-        &carve::server::Options {
+    let cfg = carve_core::config::Config::load(std::path::Path::new(&a[5])).unwrap();
+    let runner = std::sync::Arc::new(carve_core::lvm::SystemLvm::new(
+        "lvm",
+        Duration::from_secs(60),
+    ));
+    let svc = carve_csi::server::services(
+        &carve_csi::server::Options {
             endpoint: String::new(),
             node_id: "bench".into(),
             driver_name: "carve.dev".into(),
@@ -436,7 +440,7 @@ async fn main() {
     svc.state.refresh().await.unwrap();
     let mut inproc = Vec::with_capacity(cap_calls);
     {
-        use carve::csi::controller_server::Controller;
+        use carve_csi::csi::controller_server::Controller;
         for _ in 0..cap_calls {
             let t = Instant::now();
             svc.controller

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
-cargo build --release --bin carve --example bench
+cargo build --release -p carve --bin carve --example bench
 # The guest starts with an empty environment: the knobs travel as arguments.
 hack/uml/run.sh bench/guest.sh "${BENCH_ROUNDS:-30}" "${BENCH_LVS:-1000}" "${BENCH_CAPACITY_CALLS:-5000}"

@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/setup.sh
-cargo build --release --bin carve --example demo
+cargo build --release -p carve --bin carve --example demo
 hack/uml/run.sh hack/demo/guest.sh

@@ -13,14 +13,14 @@ if [ $lint = 1 ]; then
     echo "== cargo fmt --check"
     cargo fmt --all -- --check
     echo "== cargo clippy"
-    cargo clippy --all-targets --features real-lvm -- -D warnings
+    cargo clippy --workspace --all-targets --features carve/real-lvm -- -D warnings
 fi
 
 echo "== unit tests (host)"
-cargo test --lib --bins
+cargo test --workspace --lib --bins
 
 echo "== real-LVM tests (user-mode-linux guest)"
-bin=$(cargo test --features real-lvm --test real_lvm --no-run --message-format=json 2>/dev/null |
+bin=$(cargo test -p carve --features real-lvm --test real_lvm --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)

@@ -6,11 +6,11 @@
 
 use std::collections::HashMap;
 
-use carve::csi::controller_client::ControllerClient;
-use carve::csi::identity_client::IdentityClient;
-use carve::csi::node_client::NodeClient;
-use carve::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
-use carve::csi::{self};
+use carve_csi::csi::controller_client::ControllerClient;
+use carve_csi::csi::identity_client::IdentityClient;
+use carve_csi::csi::node_client::NodeClient;
+use carve_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
+use carve_csi::csi::{self};
 
 const MI: i64 = 1 << 20;
 
@@ -26,7 +26,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if classes.is_empty() {
         classes = vec!["thick".into(), "thin".into()];
     }
-    let channel = carve::client::connect(&socket).await?;
+    let channel = carve_csi::client::connect(&socket).await?;
     let mut id = IdentityClient::new(channel.clone());
     let mut c = ControllerClient::new(channel.clone());
     let mut node = NodeClient::new(channel);

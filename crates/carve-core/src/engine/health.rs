@@ -1,0 +1,65 @@
+//! A volume's health, from LVM's own fields: the LV's activation and health
+//! attributes and, for thin volumes, their pool's state; and whether it is
+//! whole yet. Shared by ControllerGetVolume, ListVolumes and NodeGetVolumeStats
+//! (as CSI's VolumeCondition).
+
+use crate::engine::jobs::Progress;
+use crate::lvm::{LvInfo, LvmState};
+
+/// A volume's condition: abnormal or not, with a message an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub abnormal: bool,
+    pub message: String,
+}
+
+/// `abnormal` with a message an operator can act on, or "volume is healthy".
+/// `copy` is the progress of the job filling the volume, when one runs.
+pub fn condition(lv: &LvInfo, state: &LvmState, copy: Option<Progress>) -> Condition {
+    let mut problems = Vec::new();
+    if lv.tag(crate::names::TAG_INCOMPLETE).is_some() {
+        problems.push(match copy {
+            Some(p) => format!("the volume is still being filled from its source: {p}"),
+            None => "the volume is not yet whole: the steps that make it from its source have not finished; CreateVolume resumes them".to_string(),
+        });
+    }
+    if !lv.is_active() {
+        problems.push("the LV is not active".to_string());
+    }
+    match lv.health_flag() {
+        'p' => problems.push("the LV is partial: a PV under it is missing".into()),
+        'r' => problems.push("a RAID image needs a refresh after a device error".into()),
+        'm' => problems.push("RAID mismatches were found by scrubbing".into()),
+        'X' => problems.push("LVM cannot tell the LV's health".into()),
+        _ => {}
+    }
+    if !lv.health.is_empty() && problems.is_empty() {
+        problems.push(format!("LVM reports health {:?}", lv.health));
+    }
+    if lv.is_thin_volume() {
+        match state.lv(&lv.vg, &lv.pool) {
+            None => problems.push(format!("its thin pool {} is missing", lv.pool)),
+            Some(pool) => {
+                match pool.health_flag() {
+                    'F' => problems.push(format!("thin pool {} has failed", pool.name)),
+                    'D' => problems.push(format!("thin pool {} is out of data space", pool.name)),
+                    'M' => {
+                        problems.push(format!("thin pool {} is out of metadata space", pool.name))
+                    }
+                    _ => {}
+                }
+                if pool.data_percent.unwrap_or(0.0) >= 100.0 {
+                    problems.push(format!("thin pool {} data is 100% full", pool.name));
+                }
+            }
+        }
+    }
+    Condition {
+        abnormal: !problems.is_empty(),
+        message: if problems.is_empty() {
+            "volume is healthy".into()
+        } else {
+            problems.join("; ")
+        },
+    }
+}

@@ -1,0 +1,456 @@
+//! The in-process view of LVM that read-mostly RPCs (GetCapacity, ListVolumes,
+//! Probe) are served from, so a scheduler burst never spawns a burst of lvm
+//! processes.
+//!
+//! The view is a *base* (the last LVM report installed, per VG) plus the
+//! *changes* carve made since (each numbered when it completed). One rule
+//! merges the two, so no interleaving of a report with a mutation can list an
+//! LV twice or lose one:
+//!
+//! - a change is recorded only after its lvm command has completed, and takes
+//!   the next sequence number;
+//! - a report remembers the sequence number current when it *started*; once
+//!   installed for a VG, every change of that VG numbered at or below it is
+//!   dropped (LVM showed it already), and later ones are kept;
+//! - changes are idempotent against a base that already shows them: a created
+//!   LV is inserted only if absent, a removed one only removed if present, and
+//!   VG free space moves by the footprint difference of the LV before and after;
+//! - a report that started before the one installed for a VG is not installed
+//!   for that VG (it would roll the view back).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::{Config, Provisioning};
+use crate::engine::capacity::{self, CapacityError, ClassCapacity};
+use crate::lvm::{LvInfo, Lvm, LvmError, LvmState};
+
+/// One refresh's worth of state plus the capacities derived from it.
+#[derive(Debug)]
+pub struct View {
+    pub lvm: LvmState,
+    pub capacity: BTreeMap<String, Result<ClassCapacity, CapacityError>>,
+}
+
+impl View {
+    fn new(lvm: LvmState, config: &Config) -> View {
+        let capacity = config
+            .device_classes
+            .iter()
+            .map(|c| (c.name.clone(), capacity::compute(c, &lvm)))
+            .collect();
+        View { lvm, capacity }
+    }
+}
+
+/// A change carve made to one LV, recorded until a report shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Created(Box<LvInfo>),
+    Removed { vg: String, lv: String },
+    Resized { vg: String, lv: String, size: u64 },
+    TagRemoved { vg: String, lv: String, tag: String },
+}
+
+impl Change {
+    fn vg(&self) -> &str {
+        match self {
+            Change::Created(l) => &l.vg,
+            Change::Removed { vg, .. }
+            | Change::Resized { vg, .. }
+            | Change::TagRemoved { vg, .. } => vg,
+        }
+    }
+}
+
+struct Cache {
+    base: LvmState,
+    /// Per VG, the sequence number at which the installed report started.
+    epoch: HashMap<String, u64>,
+    /// Changes not yet known to be in the base, in sequence order.
+    pending: Vec<(u64, Change)>,
+    view: Arc<View>,
+}
+
+pub struct StateCache {
+    lvm: Arc<Lvm>,
+    config: Arc<Config>,
+    cache: RwLock<Option<Cache>>,
+    /// Number of the last change recorded.
+    seq: AtomicU64,
+    health: Mutex<Health>,
+    poke: Notify,
+}
+
+/// How the last refresh went: what Probe reads instead of running lvm.
+#[derive(Default, Clone)]
+struct Health {
+    last_ok: Option<Instant>,
+    last_error: Option<String>,
+}
+
+/// Delay between a mutation and the refresh it triggers: a burst of creates
+/// costs one report, not one per create.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+impl StateCache {
+    pub fn new(lvm: Arc<Lvm>, config: Arc<Config>) -> Arc<StateCache> {
+        Arc::new(StateCache {
+            lvm,
+            config,
+            cache: RwLock::new(None),
+            seq: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+            poke: Notify::new(),
+        })
+    }
+
+    /// The current view; `None` until the first report succeeded.
+    pub fn get(&self) -> Option<Arc<View>> {
+        self.cache
+            .read()
+            .expect("cache lock")
+            .as_ref()
+            .map(|c| c.view.clone())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.health.lock().expect("health lock").last_error.clone()
+    }
+
+    /// When a report last succeeded, and the error of the last one if it failed.
+    pub fn last_refresh(&self) -> (Option<Instant>, Option<String>) {
+        let h = self.health.lock().expect("health lock").clone();
+        (h.last_ok, h.last_error)
+    }
+
+    /// Reads all of LVM now and installs the result.
+    pub async fn refresh(&self) -> Result<Arc<View>, LvmError> {
+        let start = self.seq.load(Ordering::SeqCst);
+        let report = self.lvm.state().await;
+        self.install(start, None, report)
+    }
+
+    /// Re-reads one VG and installs it (the rest of the view is kept). Used
+    /// where one volume's current state matters, so a request about a small VG
+    /// never pays for reporting a large one.
+    pub async fn refresh_vg(&self, vg: &str) -> Result<Arc<View>, LvmError> {
+        if self.get().is_none() {
+            return self.refresh().await;
+        }
+        let start = self.seq.load(Ordering::SeqCst);
+        let report = self.lvm.state_of(vg).await;
+        self.install(start, Some(vg), report)
+    }
+
+    fn install(
+        &self,
+        start: u64,
+        only: Option<&str>,
+        report: Result<LvmState, LvmError>,
+    ) -> Result<Arc<View>, LvmError> {
+        let mut report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                self.health.lock().expect("health lock").last_error = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        if let Some(vg) = only {
+            report.vgs.retain(|name, _| name == vg);
+            report.lvs.retain(|l| l.vg == vg);
+        }
+        let mut guard = self.cache.write().expect("cache lock");
+        let cache = guard.get_or_insert_with(|| Cache {
+            base: LvmState::default(),
+            epoch: HashMap::new(),
+            pending: Vec::new(),
+            view: Arc::new(View::new(LvmState::default(), &self.config)),
+        });
+        // The VGs this report speaks for: the one asked for, or all (a VG
+        // missing from a full report is gone).
+        let mut vgs: Vec<String> = match only {
+            Some(vg) => vec![vg.to_string()],
+            None => cache
+                .base
+                .vgs
+                .keys()
+                .chain(report.vgs.keys())
+                .cloned()
+                .collect(),
+        };
+        vgs.sort();
+        vgs.dedup();
+        for vg in vgs {
+            if cache.epoch.get(&vg).is_some_and(|e| *e > start) {
+                continue; // a newer report of this VG is installed already
+            }
+            cache.base.vgs.remove(&vg);
+            cache.base.lvs.retain(|l| l.vg != vg);
+            if let Some(info) = report.vgs.remove(&vg) {
+                cache.base.vgs.insert(vg.clone(), info);
+            }
+            cache
+                .base
+                .lvs
+                .extend(report.lvs.iter().filter(|l| l.vg == vg).cloned());
+            cache.epoch.insert(vg, start);
+        }
+        let epoch = &cache.epoch;
+        cache
+            .pending
+            .retain(|(seq, ch)| epoch.get(ch.vg()).is_none_or(|e| *seq > *e));
+        cache.view = Arc::new(self.build(&cache.base, &cache.pending));
+        let view = cache.view.clone();
+        drop(guard);
+        let mut h = self.health.lock().expect("health lock");
+        h.last_ok = Some(Instant::now());
+        h.last_error = None;
+        Ok(view)
+    }
+
+    /// Records a completed change: the view shows it at once, and a refresh
+    /// that will confirm it is scheduled.
+    pub fn apply(&self, change: Change) {
+        {
+            let mut guard = self.cache.write().expect("cache lock");
+            if let Some(cache) = guard.as_mut() {
+                let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                cache.pending.push((seq, change));
+                cache.view = Arc::new(self.build(&cache.base, &cache.pending));
+            }
+        }
+        self.poke();
+    }
+
+    /// Schedules a refresh soon (something changed that carve did not record).
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    fn build(&self, base: &LvmState, pending: &[(u64, Change)]) -> View {
+        let mut state = base.clone();
+        for (_, change) in pending {
+            self.replay(&mut state, change);
+        }
+        View::new(state, &self.config)
+    }
+
+    /// Applies one change to `state`, idempotently (see the module docs).
+    fn replay(&self, state: &mut LvmState, change: &Change) {
+        let extent = state
+            .vgs
+            .get(change.vg())
+            .map_or(4 << 20, |v| v.extent_size.max(1));
+        let (before, after) = match change {
+            Change::Created(lv) => {
+                if state.lv(&lv.vg, &lv.name).is_some() {
+                    return;
+                }
+                state.lvs.push((**lv).clone());
+                (0, self.footprint(lv, extent))
+            }
+            Change::Removed { vg, lv } => {
+                let Some(i) = state.lvs.iter().position(|l| &l.vg == vg && &l.name == lv) else {
+                    return;
+                };
+                let old = state.lvs.remove(i);
+                (self.footprint(&old, extent), 0)
+            }
+            Change::Resized { vg, lv, size } => {
+                let Some(l) = state.lvs.iter_mut().find(|l| &l.vg == vg && &l.name == lv) else {
+                    return;
+                };
+                let before = self.footprint(l, extent);
+                l.size = *size;
+                (before, self.footprint(l, extent))
+            }
+            Change::TagRemoved { vg, lv, tag } => {
+                if let Some(l) = state.lvs.iter_mut().find(|l| &l.vg == vg && &l.name == lv) {
+                    l.tags.retain(|t| t != tag);
+                }
+                return;
+            }
+        };
+        if let Some(vg) = state.vgs.get_mut(change.vg()) {
+            vg.free = (vg.free + before).saturating_sub(after);
+        }
+    }
+
+    /// VG bytes an LV occupies: nothing for a thin LV (it lives in its pool),
+    /// its copy-on-write space for a classic snapshot, and for a thick volume
+    /// its data times its class's copies/parity plus RAID metadata.
+    fn footprint(&self, lv: &LvInfo, extent: u64) -> u64 {
+        if lv.is_thin_volume() {
+            return 0;
+        }
+        if lv.is_classic_snapshot() {
+            return lv.size;
+        }
+        let class = lv
+            .tag(crate::names::TAG_CLASS)
+            .and_then(|n| self.config.class(n))
+            .filter(|c| c.volume_group == lv.vg && c.provisioning == Provisioning::Thick);
+        match class {
+            Some(c) => capacity::vg_cost(c, lv.size, extent),
+            None => lv.size,
+        }
+    }
+
+    /// Background task: refresh every `interval`, and shortly after each poke.
+    pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = me.poke.notified() => tokio::time::sleep(DEBOUNCE).await,
+                }
+                if let Err(e) = me.refresh().await {
+                    tracing::warn!(error = %e, "capacity refresh failed; serving the previous view");
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lvm::fake::FakeLvm;
+
+    const CONFIG: &str = "[[device_class]]\nname='thick'\nvolume_group='vgthick'\ntype='thick'\n";
+
+    fn cache() -> (Arc<StateCache>, Arc<FakeLvm>) {
+        let fake = FakeLvm::new();
+        let config = Arc::new(Config::parse(CONFIG, "t").unwrap());
+        let lvm = Arc::new(Lvm::new(fake.clone()));
+        (StateCache::new(lvm, config), fake)
+    }
+
+    fn lv(name: &str, size: u64) -> LvInfo {
+        LvInfo {
+            uuid: String::new(),
+            name: name.into(),
+            vg: "vgthick".into(),
+            size,
+            tags: vec!["carve.dev/class=thick".into()],
+            attr: "-wi-a-----".into(),
+            pool: String::new(),
+            origin: String::new(),
+            data_percent: None,
+            metadata_percent: None,
+            path: String::new(),
+            health: String::new(),
+            created: 0,
+            layout: String::new(),
+        }
+    }
+
+    fn free(c: &StateCache) -> u64 {
+        c.get().unwrap().lvm.vgs["vgthick"].free
+    }
+
+    #[tokio::test]
+    async fn a_change_counts_once_whether_or_not_the_report_shows_it() {
+        let (c, _) = cache();
+        c.refresh().await.unwrap();
+        let before = free(&c);
+        c.apply(Change::Created(Box::new(lv("cv-x", 8 << 20))));
+        assert_eq!(free(&c), before - (8 << 20));
+        // A report that started before the change and does not show it:
+        // the change stays.
+        c.install(0, None, Ok(c.lvm.state().await.unwrap()))
+            .unwrap();
+        assert_eq!(free(&c), before - (8 << 20));
+        // A report that started before the change but shows it (lvcreate had
+        // completed): no double count, no duplicate.
+        let mut shown = c.lvm.state().await.unwrap();
+        shown.lvs.push(lv("cv-x", 8 << 20));
+        shown.vgs.get_mut("vgthick").unwrap().free -= 8 << 20;
+        c.install(0, None, Ok(shown.clone())).unwrap();
+        assert_eq!(free(&c), before - (8 << 20));
+        let view = c.get().unwrap();
+        assert_eq!(view.lvm.lvs.iter().filter(|l| l.name == "cv-x").count(), 1);
+        // A report that started after the change retires it.
+        c.install(1, None, Ok(shown)).unwrap();
+        assert!(c.cache.read().unwrap().as_ref().unwrap().pending.is_empty());
+        assert_eq!(free(&c), before - (8 << 20));
+    }
+
+    #[tokio::test]
+    async fn an_older_report_never_rolls_the_view_back() {
+        let (c, _) = cache();
+        c.refresh().await.unwrap();
+        c.apply(Change::Created(Box::new(lv("cv-y", 4 << 20))));
+        let mut newer = c.lvm.state().await.unwrap();
+        newer.lvs.push(lv("cv-y", 4 << 20));
+        c.install(1, None, Ok(newer)).unwrap();
+        // A report that started earlier finishes last: ignored for that VG.
+        c.install(0, None, Ok(c.lvm.state().await.unwrap()))
+            .unwrap();
+        assert!(c.get().unwrap().lvm.lv("vgthick", "cv-y").is_some());
+    }
+
+    #[tokio::test]
+    async fn removal_resize_and_tags_are_idempotent() {
+        let (c, _) = cache();
+        c.refresh().await.unwrap();
+        let before = free(&c);
+        let mut l = lv("cv-z", 8 << 20);
+        l.tags.push("carve.dev/incomplete=1".into());
+        c.apply(Change::Created(Box::new(l)));
+        c.apply(Change::Resized {
+            vg: "vgthick".into(),
+            lv: "cv-z".into(),
+            size: 12 << 20,
+        });
+        c.apply(Change::TagRemoved {
+            vg: "vgthick".into(),
+            lv: "cv-z".into(),
+            tag: "carve.dev/incomplete=1".into(),
+        });
+        let view = c.get().unwrap();
+        let z = view.lvm.lv("vgthick", "cv-z").unwrap();
+        assert_eq!(z.size, 12 << 20);
+        assert!(z.tag("carve.dev/incomplete").is_none());
+        assert_eq!(free(&c), before - (12 << 20));
+        // A report that started before all three but already shows their
+        // outcome: replaying them over it changes nothing.
+        let mut shown = c.lvm.state().await.unwrap();
+        shown.lvs.push(lv("cv-z", 12 << 20));
+        shown.vgs.get_mut("vgthick").unwrap().free -= 12 << 20;
+        c.install(0, None, Ok(shown)).unwrap();
+        let view = c.get().unwrap();
+        assert_eq!(view.lvm.lvs.iter().filter(|l| l.name == "cv-z").count(), 1);
+        assert_eq!(view.lvm.lv("vgthick", "cv-z").unwrap().size, 12 << 20);
+        assert_eq!(free(&c), before - (12 << 20));
+        c.apply(Change::Removed {
+            vg: "vgthick".into(),
+            lv: "cv-z".into(),
+        });
+        c.apply(Change::Removed {
+            vg: "vgthick".into(),
+            lv: "cv-z".into(),
+        });
+        assert_eq!(free(&c), before);
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_view_and_says_why() {
+        let (c, fake) = cache();
+        c.refresh().await.unwrap();
+        fake.fail
+            .lock()
+            .unwrap()
+            .insert("fullreport".into(), "  Device-mapper reload failed".into());
+        assert!(c.refresh().await.is_err());
+        assert!(c.get().is_some());
+        let (ok, err) = c.last_refresh();
+        assert!(ok.is_some() && err.unwrap().contains("reload failed"));
+    }
+}

@@ -1,0 +1,10 @@
+//! The host layer: how carve runs programs and touches the node's mounts,
+//! devices and paths. Nothing here knows about LVM tags or CSI.
+
+pub mod blkid;
+pub mod copy;
+pub mod exec;
+pub mod fs;
+pub mod mount;
+pub mod mountinfo;
+pub mod paths;

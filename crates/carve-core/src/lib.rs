@@ -1,0 +1,22 @@
+//! carve-core: everything a carve node does below the CSI API.
+//!
+//! - [`config`]: the node configuration (device classes and tuning).
+//! - [`names`]: LV names derived from request names, volume and snapshot IDs,
+//!   and the LVM tags carve writes.
+//! - [`lvm`]: the LVM command layer: argv builders, the command runner, typed
+//!   report decoding, failure classification, and the VG write guard through
+//!   which every mutating command runs.
+//! - [`host`]: the node's host layer: processes, mounts and the mount table,
+//!   signature probing, mkfs and resize commands, block copies, and what a
+//!   path holds.
+//! - [`engine`]: the volume engine: the LVM state cache, capacity, health,
+//!   the per-volume in-flight guard, copy jobs and the fill of restored and
+//!   cloned volumes.
+//! - [`crash`]: named crash points, compiled in only for crash-safety tests.
+
+pub mod config;
+pub mod crash;
+pub mod engine;
+pub mod host;
+pub mod lvm;
+pub mod names;

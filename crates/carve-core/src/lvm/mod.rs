@@ -1,0 +1,170 @@
+//! The LVM command layer. Everything carve asks of LVM passes through [`Lvm`]:
+//! one `lvm` binary, argv built by [`args`], output decoded by [`report`],
+//! failures classified by [`error`]. Writes to one VG are serialized (LVM would
+//! otherwise make them wait on its own lock, or fail with a lock error under
+//! load); reads run in parallel. [`LvmRunner`] is the seam unit tests script.
+
+pub mod args;
+pub mod error;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fake;
+pub mod report;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+pub use error::{LvmError, LvmErrorKind};
+pub use report::{LvInfo, LvmState, VgInfo};
+
+use crate::host::exec;
+
+/// Runs `lvm <args>` and returns what it printed. The production runner spawns
+/// the real binary; tests script answers.
+#[async_trait]
+pub trait LvmRunner: Send + Sync {
+    async fn run(&self, args: Vec<String>) -> Result<exec::Finished, LvmError>;
+}
+
+/// Runs the real `lvm` binary with a timeout that kills its process group.
+pub struct SystemLvm {
+    program: String,
+    timeout: Duration,
+}
+
+impl SystemLvm {
+    pub fn new(program: impl Into<String>, timeout: Duration) -> Self {
+        SystemLvm {
+            program: program.into(),
+            timeout,
+        }
+    }
+}
+
+#[async_trait]
+impl LvmRunner for SystemLvm {
+    async fn run(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
+        // Without udev (containers, the test guest) libdevmapper must create
+        // device nodes itself; the env var is harmless where udev runs.
+        let env = [("DM_DISABLE_UDEV", "1")];
+        exec::run(&self.program, &args, &env, self.timeout)
+            .await
+            .map_err(|e| LvmError::from_exec(exec::display(&self.program, &args), &e))
+    }
+}
+
+/// The LVM engine: typed operations over a runner.
+pub struct Lvm {
+    runner: Arc<dyn LvmRunner>,
+    vg_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Lvm {
+    pub fn new(runner: Arc<dyn LvmRunner>) -> Self {
+        Lvm {
+            runner,
+            vg_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn call(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
+        let line = exec::display("lvm", &args);
+        let started = Instant::now();
+        let out = self.runner.run(args).await?;
+        tracing::debug!(command = %line, elapsed_ms = started.elapsed().as_millis() as u64, code = ?out.code, "lvm");
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(LvmError::from_exit(line, out.code, &out.stderr))
+        }
+    }
+
+    /// The write lock of one VG. Held across a check-then-act sequence (look up,
+    /// verify ownership, then remove) so no other carve write interleaves.
+    pub async fn lock_vg(&self, vg: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.vg_locks.lock().expect("vg lock map poisoned");
+            map.entry(vg.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    /// All VGs and LVs in one lvm call.
+    pub async fn state(&self) -> Result<LvmState, LvmError> {
+        self.report(args::fullreport()).await
+    }
+
+    /// The state of one VG (its PVs and LVs) in one lvm call: cheaper than
+    /// [`Lvm::state`] on a host with other large VGs.
+    pub async fn state_of(&self, vg: &str) -> Result<LvmState, LvmError> {
+        let mut args = args::fullreport();
+        args.push(vg.to_string());
+        self.report(args).await
+    }
+
+    async fn report(&self, args: Vec<String>) -> Result<LvmState, LvmError> {
+        let line = exec::display("lvm", &args);
+        let out = self.call(args).await?;
+        report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
+    }
+
+    /// Creates an LV. Call with the VG's lock held.
+    pub async fn create(&self, spec: &args::CreateLv<'_>) -> Result<(), LvmError> {
+        self.call(args::lvcreate(spec)).await.map(drop)
+    }
+
+    /// Removes an LV if, and only if, it carries `owner_tag` and is no snapshot
+    /// origin (LVM checks both under its own VG lock). Returns whether it was
+    /// removed; `false` means the selection did not match. Call with carve's VG
+    /// lock held.
+    pub async fn remove(&self, vg: &str, lv: &str, owner_tag: &str) -> Result<bool, LvmError> {
+        let out = self.call(args::lvremove(vg, lv, owner_tag)).await?;
+        Ok(out.stdout.contains("successfully removed"))
+    }
+
+    /// Grows an LV to `size_bytes`. Call with the VG's lock held.
+    pub async fn extend(&self, vg: &str, lv: &str, size_bytes: u64) -> Result<(), LvmError> {
+        self.call(args::lvextend(vg, lv, size_bytes))
+            .await
+            .map(drop)
+    }
+
+    /// Runs any write built by [`args`]. Call with the VG's lock held.
+    pub async fn write(&self, args: Vec<String>) -> Result<(), LvmError> {
+        self.call(args).await.map(drop)
+    }
+
+    /// Activates an LV.
+    pub async fn activate(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
+        self.call(args::lvchange_activate(vg, lv)).await.map(drop)
+    }
+
+    /// Makes sure `/dev/<vg>/<lv>` exists: activates the LV, and when its node
+    /// is still missing (an activation cut short), makes the nodes. Call with
+    /// the VG's lock held.
+    pub async fn ensure_device(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
+        let node = format!("/dev/{vg}/{lv}");
+        if std::path::Path::new(&node).exists() {
+            return Ok(());
+        }
+        self.activate(vg, lv).await?;
+        if !std::path::Path::new(&node).exists() {
+            self.call(args::vgmknodes(vg, lv)).await?;
+        }
+        Ok(())
+    }
+
+    /// `lvm version`: proves the binary runs at all (start-up check).
+    pub async fn version(&self) -> Result<String, LvmError> {
+        let out = self.call(vec!["version".to_string()]).await?;
+        Ok(out
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+}

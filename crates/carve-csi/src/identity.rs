@@ -1,0 +1,113 @@
+//! CSI Identity: who carve is, what it offers, and whether it is ready.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::csi::{self, identity_server::Identity};
+use carve_core::config::{Config, Provisioning};
+use carve_core::engine::state::StateCache;
+
+pub struct IdentityService {
+    pub driver_name: String,
+    pub config: Arc<Config>,
+    pub state: Arc<StateCache>,
+}
+
+impl IdentityService {
+    /// Ready when the background LVM report has succeeded recently and it shows
+    /// every configured VG (and thin pool). Probe is called every few seconds by
+    /// livenessprobe on every node, so it runs no lvm command: it reads what
+    /// the refresher (every `capacity_refresh_seconds`, and after each change)
+    /// last saw. A refresher that stopped answering makes the view stale, and
+    /// a stale view is "not ready" too. The reason for "not ready" is logged,
+    /// since Probe's answer has no room for it.
+    fn ready(&self) -> Result<(), String> {
+        let (last_ok, last_error) = self.state.last_refresh();
+        if let Some(e) = last_error {
+            return Err(format!("the last LVM report failed: {e}"));
+        }
+        let Some(last_ok) = last_ok else {
+            return Err("LVM has not answered yet".into());
+        };
+        let stale = self.config.refresh_interval() * 3 + self.config.lvm_timeout();
+        if last_ok.elapsed() > stale {
+            return Err(format!(
+                "no LVM report has succeeded for {:?} (refresh stalled?)",
+                last_ok.elapsed()
+            ));
+        }
+        let view = self.state.get().ok_or("no LVM view yet")?;
+        for c in &self.config.device_classes {
+            if !view.lvm.vgs.contains_key(&c.volume_group) {
+                return Err(format!(
+                    "device class {}: volume group {} not found",
+                    c.name, c.volume_group
+                ));
+            }
+            if c.provisioning == Provisioning::Thin {
+                let pool = c.thin_pool.as_deref().unwrap_or_default();
+                if !view
+                    .lvm
+                    .lv(&c.volume_group, pool)
+                    .is_some_and(|l| l.is_thin_pool())
+                {
+                    return Err(format!(
+                        "device class {}: thin pool {}/{} not found",
+                        c.name, c.volume_group, pool
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn get_plugin_info(
+        &self,
+        _: Request<csi::GetPluginInfoRequest>,
+    ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
+        Ok(Response::new(csi::GetPluginInfoResponse {
+            name: self.driver_name.clone(),
+            vendor_version: env!("CARGO_PKG_VERSION").to_string(),
+            manifest: Default::default(),
+        }))
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        _: Request<csi::GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
+        use csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
+        let service = |t: service::Type| csi::PluginCapability {
+            r#type: Some(Type::Service(Service { r#type: t as i32 })),
+        };
+        Ok(Response::new(csi::GetPluginCapabilitiesResponse {
+            capabilities: vec![
+                service(service::Type::ControllerService),
+                service(service::Type::VolumeAccessibilityConstraints),
+                csi::PluginCapability {
+                    r#type: Some(Type::VolumeExpansion(VolumeExpansion {
+                        r#type: volume_expansion::Type::Online as i32,
+                    })),
+                },
+            ],
+        }))
+    }
+
+    async fn probe(
+        &self,
+        _: Request<csi::ProbeRequest>,
+    ) -> Result<Response<csi::ProbeResponse>, Status> {
+        let ready = match self.ready() {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(reason = %why, "probe: not ready");
+                false
+            }
+        };
+        Ok(Response::new(csi::ProbeResponse { ready: Some(ready) }))
+    }
+}

@@ -1,0 +1,236 @@
+//! The node's one gRPC endpoint: a Unix socket, mode 0600 before it listens,
+//! serving Identity and Controller until SIGTERM or SIGINT.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::controller::ControllerService;
+use crate::csi::{
+    controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
+};
+use crate::grpc_compat::AuthorityFix;
+use crate::identity::IdentityService;
+use crate::node::NodeService;
+use carve_core::config::Config;
+use carve_core::engine::inflight::InFlight;
+use carve_core::engine::state::StateCache;
+use carve_core::lvm::{Lvm, LvmRunner};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("endpoint {0:?} must be unix:///absolute/path")]
+    BadEndpoint(String),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// `unix:///run/carve/csi.sock` → `/run/carve/csi.sock`.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServeError> {
+    let p = endpoint
+        .strip_prefix("unix://")
+        .filter(|p| p.starts_with('/') && p.len() > 1)
+        .ok_or_else(|| ServeError::BadEndpoint(endpoint.to_string()))?;
+    Ok(PathBuf::from(p))
+}
+
+/// Binds `path` with mode 0600 set before listen(), so there is no instant in
+/// which another user could connect, and makes it appear at `path` only once
+/// it listens (bound under a temporary name, then renamed), so a client that
+/// sees the socket never gets "connection refused". A stale socket from a
+/// previous run is removed; any other file at the path is refused.
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err)?,
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let sock =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(err)?;
+    sock.bind(&socket2::SockAddr::unix(&tmp).map_err(err)?)
+        .map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    sock.listen(1024).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    sock.set_nonblocking(true).map_err(err)?;
+    let std_listener: std::os::unix::net::UnixListener = sock.into();
+    tokio::net::UnixListener::from_std(std_listener).map_err(err)
+}
+
+/// Accepted connections, each read through [`AuthorityFix`] so clients on
+/// grpc-core (whose `:authority` on a Unix socket h2 would refuse) are served.
+fn incoming(
+    listener: tokio::net::UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
+}
+
+pub struct Options {
+    pub endpoint: String,
+    pub node_id: String,
+    pub driver_name: String,
+    /// NodeGetInfo's max_volumes_per_node; 0 = no limit.
+    pub max_volumes: i64,
+    pub config: Config,
+}
+
+/// Everything the services share, built once.
+pub struct Services {
+    pub identity: IdentityService,
+    pub controller: Arc<ControllerService>,
+    pub node: NodeService,
+    pub state: Arc<StateCache>,
+}
+
+pub fn services(opts: &Options, runner: Arc<dyn LvmRunner>) -> Services {
+    let config = Arc::new(opts.config.clone());
+    let lvm = Arc::new(Lvm::new(runner));
+    let state = StateCache::new(lvm.clone(), config.clone());
+    let controller = Arc::new_cyclic(|me| ControllerService {
+        me: me.clone(),
+        driver_name: opts.driver_name.clone(),
+        node_id: opts.node_id.clone(),
+        config: config.clone(),
+        lvm,
+        state: state.clone(),
+        inflight: InFlight::default(),
+        jobs: Default::default(),
+    });
+    Services {
+        identity: IdentityService {
+            driver_name: opts.driver_name.clone(),
+            config: config.clone(),
+            state: state.clone(),
+        },
+        node: NodeService {
+            node_id: opts.node_id.clone(),
+            max_volumes: opts.max_volumes,
+            controller: controller.clone(),
+            timeout: config.lvm_timeout(),
+        },
+        controller,
+        state,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight, then exiting"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight, then exiting"),
+    }
+}
+
+/// How long requests in flight may run on after SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), ServeError> {
+    let path = socket_path(&opts.endpoint)?;
+    let s = services(&opts, runner);
+    match s.state.refresh().await {
+        // Copies a previous carve left unfinished run again from LVM's tags.
+        Ok(_) => s.controller.resume_interrupted().await,
+        Err(e) => {
+            tracing::warn!(error = %e, "first LVM report failed; Probe reports not ready until LVM answers")
+        }
+    }
+    let refresher = s.state.spawn_refresher(opts.config.refresh_interval());
+    let listener = bind(&path)?;
+    tracing::info!(endpoint = %opts.endpoint, node_id = %opts.node_id, driver = %opts.driver_name, "serving CSI");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(s.identity))
+        .add_service(ControllerServer::from_arc(s.controller))
+        .add_service(NodeServer::new(s.node))
+        .serve_with_incoming_shutdown(incoming(listener), async {
+            let _ = stop_rx.await;
+        });
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            // Requests in flight get a grace period; idle connections held open
+            // by a client (kubelet keeps one) must not keep carve alive forever.
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!(grace = ?SHUTDOWN_GRACE, "shutdown grace period over; exiting with connections still open");
+                    Ok(())
+                }
+            }
+        }
+    };
+    refresher.abort();
+    let _ = std::fs::remove_file(&path);
+    result.map_err(ServeError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn endpoint_parsing() {
+        assert_eq!(
+            socket_path("unix:///run/c.sock").unwrap(),
+            PathBuf::from("/run/c.sock")
+        );
+        for bad in [
+            "/run/c.sock",
+            "unix://relative",
+            "tcp://1.2.3.4:5",
+            "unix:///",
+        ] {
+            assert!(socket_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn binds_0600_replaces_stale_socket_refuses_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let sock = dir.join("csi.sock");
+        let l = bind(&sock).unwrap();
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(l);
+        // The socket file is left behind, as after a crash: binding again works.
+        bind(&sock).unwrap();
+        let file = dir.join("plain");
+        std::fs::write(&file, b"data").unwrap();
+        assert!(matches!(bind(&file), Err(ServeError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "no temporary socket left behind: {left:?}");
+    }
+}

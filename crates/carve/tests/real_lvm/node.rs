@@ -1,0 +1,466 @@
+//! Node service against real mkfs, mount and LVM in the UML guest.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use carve_csi::csi::node_client::NodeClient;
+
+use super::*;
+
+pub(super) fn mount_cap_fs(fs: &str, flags: &[&str]) -> csi::VolumeCapability {
+    csi::VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs.into(),
+            mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+    }
+}
+
+pub(super) struct Paths {
+    pub(super) stage: PathBuf,
+    pub(super) target: PathBuf,
+}
+
+pub(super) fn paths(tag: &str) -> Paths {
+    let base = PathBuf::from(format!("/tmp/node-{tag}"));
+    std::fs::create_dir_all(&base).unwrap();
+    Paths {
+        stage: base.join("stage"),
+        target: base.join("pod/target"),
+    }
+}
+
+pub(super) fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub(super) async fn stage(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+) -> Result<(), tonic::Status> {
+    n.node_stage_volume(csi::NodeStageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(&p.stage),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    })
+    .await
+    .map(drop)
+}
+
+pub(super) async fn publish(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+    ro: bool,
+) -> Result<(), tonic::Status> {
+    n.node_publish_volume(csi::NodePublishVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(&p.stage),
+        target_path: s(&p.target),
+        volume_capability: Some(cap.clone()),
+        readonly: ro,
+        ..Default::default()
+    })
+    .await
+    .map(drop)
+}
+
+pub(super) async fn unpublish(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
+    n.node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+        volume_id: id.into(),
+        target_path: s(&p.target),
+    })
+    .await
+    .unwrap();
+}
+
+pub(super) async fn unstage(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
+    n.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+        volume_id: id.into(),
+        staging_target_path: s(&p.stage),
+    })
+    .await
+    .unwrap();
+}
+
+fn mounted(p: &Path) -> Option<carve_core::host::mountinfo::Mount> {
+    carve_core::host::mountinfo::at(&carve_core::host::mountinfo::read().unwrap(), p)
+}
+
+fn df(p: &Path) -> (i64, i64, i64) {
+    let out = Command::new("df")
+        .args(["-B1", "--output=size,used,avail"])
+        .arg(p)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let v: Vec<i64> = text
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+pub(super) async fn create(
+    c: &mut ControllerClient<Channel>,
+    name: &str,
+    class: Option<&str>,
+    size: i64,
+    cap: csi::VolumeCapability,
+) -> String {
+    let mut req = create_req(name, class, size);
+    req.volume_capabilities = vec![cap];
+    create_ok(c, req).await.volume_id
+}
+
+async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = mount_cap_fs(fs, &["noatime"]);
+    let id = create(
+        &mut c,
+        &format!("node-data-{fs}-{}", class.unwrap_or("thick")),
+        class,
+        320 * MI,
+        cap.clone(),
+    )
+    .await;
+    let p = paths(&format!("data-{fs}-{}", class.unwrap_or("thick")));
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    let m = mounted(&p.stage).expect("staging path mounted");
+    assert_eq!(m.fs_type, fs);
+    assert!(m.options.iter().any(|o| o == "noatime"), "{:?}", m.options);
+    stage(&mut n, &id, &p, &cap)
+        .await
+        .expect("stage is idempotent");
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false)
+        .await
+        .expect("publish is idempotent");
+    assert_eq!(
+        publish(&mut n, &id, &p, &cap, true)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists,
+        "same target, other read-only flag"
+    );
+    std::fs::write(p.target.join("hello.txt"), b"carve keeps this").unwrap();
+    unpublish(&mut n, &id, &p).await;
+    unpublish(&mut n, &id, &p).await;
+    assert!(!p.target.exists(), "target path removed");
+    unstage(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    assert!(mounted(&p.stage).is_none());
+    // Restage: no reformat, the data is there.
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    assert_eq!(
+        std::fs::read(p.target.join("hello.txt")).unwrap(),
+        b"carve keeps this"
+    );
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    // Asking for another filesystem never reformats.
+    let other = if fs == "xfs" { "ext4" } else { "xfs" };
+    let e = stage(&mut n, &id, &p, &mount_cap_fs(other, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{}", e.message());
+    delete(&mut c, id).await;
+}
+
+#[tokio::test]
+async fn ext4_data_survives_unstage_and_restage() {
+    data_survives_unstage_and_restage("ext4", None).await;
+}
+
+#[tokio::test]
+async fn xfs_on_thin_data_survives_unstage_and_restage() {
+    data_survives_unstage_and_restage("xfs", Some("thin")).await;
+}
+
+#[tokio::test]
+async fn btrfs_data_survives_unstage_and_restage() {
+    data_survives_unstage_and_restage("btrfs", None).await;
+}
+
+#[tokio::test]
+async fn read_only_publish_refuses_writes() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = mount_cap_fs("ext4", &[]);
+    let id = create(&mut c, "node-ro", None, 64 * MI, cap.clone()).await;
+    let p = paths("ro");
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, true).await.unwrap();
+    assert!(mounted(&p.target).unwrap().read_only());
+    let err = std::fs::write(p.target.join("x"), b"no").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+    // The staging mount stays writable: only the pod's view is read-only.
+    assert!(!mounted(&p.stage).unwrap().read_only());
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+}
+
+async fn online_expand(fs: &str) {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = mount_cap_fs(fs, &[]);
+    let id = create(
+        &mut c,
+        &format!("node-grow-{fs}"),
+        None,
+        320 * MI,
+        cap.clone(),
+    )
+    .await;
+    let p = paths(&format!("grow-{fs}"));
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    let payload: Vec<u8> = (0..4 * MI).map(|i| (i % 251) as u8).collect();
+    std::fs::write(p.target.join("data.bin"), &payload).unwrap();
+    let (before, _, _) = df(&p.target);
+    let range = csi::CapacityRange {
+        required_bytes: GI,
+        limit_bytes: 0,
+    };
+    let ctl = c
+        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: id.clone(),
+            capacity_range: Some(range),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ctl.node_expansion_required);
+    let r = n
+        .node_expand_volume(csi::NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            capacity_range: Some(range),
+            staging_target_path: s(&p.stage),
+            volume_capability: Some(cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.capacity_bytes, GI);
+    let (after, _, _) = df(&p.target);
+    assert!(
+        after > before * 2 && after > GI * 8 / 10,
+        "{fs}: {before} -> {after}"
+    );
+    assert_eq!(std::fs::read(p.target.join("data.bin")).unwrap(), payload);
+    // Again: idempotent.
+    n.node_expand_volume(csi::NodeExpandVolumeRequest {
+        volume_id: id.clone(),
+        volume_path: s(&p.target),
+        capacity_range: Some(range),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+}
+
+#[tokio::test]
+async fn online_expand_of_mounted_ext4_keeps_data() {
+    online_expand("ext4").await;
+}
+
+#[tokio::test]
+async fn online_expand_of_mounted_xfs_keeps_data() {
+    online_expand("xfs").await;
+}
+
+#[tokio::test]
+async fn block_publish_is_a_working_block_device_and_faults_show() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = block_cap();
+    let id = create(&mut c, "node-block", None, 16 * MI, cap.clone()).await;
+    let p = paths("block");
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false)
+        .await
+        .expect("idempotent");
+    let pattern: Vec<u8> = (0..MI).map(|i| (i * 7 % 256) as u8).collect();
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p.target)
+            .unwrap();
+        f.seek(SeekFrom::Start(4 * MI as u64)).unwrap();
+        f.write_all(&pattern).unwrap();
+        f.sync_all().unwrap();
+    }
+    let mut back = vec![0u8; MI as usize];
+    let mut dev = std::fs::File::open(format!("/dev/{}", lvm_path(&id))).unwrap();
+    dev.seek(SeekFrom::Start(4 * MI as u64)).unwrap();
+    dev.read_exact(&mut back).unwrap();
+    drop(dev);
+    assert!(
+        back == pattern,
+        "bytes written through the published path are on the LV"
+    );
+    let stats = n
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.usage[0].total, 16 * MI);
+    assert!(!stats.volume_condition.unwrap().abnormal);
+    // Fault: the LV is deactivated under the published volume.
+    lvm(&["lvchange", "-an", &lvm_path(&id)]);
+    let stats = n
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = stats.volume_condition.unwrap();
+    assert!(
+        cond.abnormal && cond.message.contains("not active"),
+        "{}",
+        cond.message
+    );
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+}
+
+#[tokio::test]
+async fn stats_match_df() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = mount_cap_fs("ext4", &[]);
+    let id = create(&mut c, "node-stats", None, 128 * MI, cap.clone()).await;
+    let p = paths("stats");
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    std::fs::write(p.target.join("f"), vec![1u8; 3 * MI as usize]).unwrap();
+    let st = n
+        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: s(&p.target),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (size, used, avail) = df(&p.target);
+    let bytes = &st.usage[0];
+    assert_eq!(
+        (bytes.total, bytes.used, bytes.available),
+        (size, used, avail)
+    );
+    let inodes = &st.usage[1];
+    assert!(inodes.total > 0 && inodes.used > 0 && inodes.available > 0);
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+}
+
+#[tokio::test]
+async fn node_refuses_bad_input_before_touching_anything() {
+    let carve = Carve::start(&testbed_config()).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = mount_cap_fs("ext4", &[]);
+    let id = create(&mut c, "node-bad", None, 16 * MI, cap.clone()).await;
+    let rel = Paths {
+        stage: PathBuf::from("relative/stage"),
+        target: PathBuf::from("/tmp/node-bad/t"),
+    };
+    assert_eq!(
+        stage(&mut n, &id, &rel, &cap).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let dotdot = Paths {
+        stage: PathBuf::from("/tmp/node-bad/../etc"),
+        target: PathBuf::from("/tmp/node-bad/t"),
+    };
+    assert_eq!(
+        stage(&mut n, &id, &dotdot, &cap).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let p = paths("bad");
+    assert_eq!(
+        stage(&mut n, &id, &p, &mount_cap_fs("ext4", &["ro,exec"]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        stage(&mut n, &id, &p, &mount_cap_fs("vfat", &[]))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // Well-formed IDs: looked up in LVM (absent; present but foreign).
+    for id in [
+        id_here("carve-thick", "cv-nope-0000000000000000"),
+        id_here("carve-thick", "cv-foreign-0000000000000000"),
+        "carve-thick/foreign-data".to_string(),
+    ] {
+        assert_eq!(
+            stage(&mut n, &id, &p, &cap).await.unwrap_err().code(),
+            Code::NotFound,
+            "{id}"
+        );
+    }
+    assert!(mounted(&p.stage).is_none(), "nothing was mounted");
+    // Publish before stage: FailedPrecondition.
+    assert_eq!(
+        publish(&mut n, &id, &p, &cap, false)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::FailedPrecondition
+    );
+    let info = n
+        .node_get_info(csi::NodeGetInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.node_id, NODE);
+    assert_eq!(
+        info.accessible_topology.unwrap().segments["topology.carve.dev/node"],
+        NODE
+    );
+    delete(&mut c, id).await;
+    foreign_intact();
+}
