@@ -4,6 +4,7 @@
 //! (as CSI's VolumeCondition).
 
 use crate::engine::jobs::Progress;
+use crate::lvm::report::LvHealth;
 use crate::lvm::{LvInfo, LvmState};
 
 /// A volume's condition: abnormal or not, with a message an operator can act on.
@@ -26,11 +27,13 @@ pub fn condition(lv: &LvInfo, state: &LvmState, copy: Option<Progress>) -> Condi
     if !lv.is_active() {
         problems.push("the LV is not active".to_string());
     }
-    match lv.health_flag() {
-        'p' => problems.push("the LV is partial: a PV under it is missing".into()),
-        'r' => problems.push("a RAID image needs a refresh after a device error".into()),
-        'm' => problems.push("RAID mismatches were found by scrubbing".into()),
-        'X' => problems.push("LVM cannot tell the LV's health".into()),
+    match lv.attr.health {
+        LvHealth::Partial => problems.push("the LV is partial: a PV under it is missing".into()),
+        LvHealth::RefreshNeeded => {
+            problems.push("a RAID image needs a refresh after a device error".into())
+        }
+        LvHealth::Mismatches => problems.push("RAID mismatches were found by scrubbing".into()),
+        LvHealth::Unknown => problems.push("LVM cannot tell the LV's health".into()),
         _ => {}
     }
     if !lv.health.is_empty() && problems.is_empty() {
@@ -40,12 +43,17 @@ pub fn condition(lv: &LvInfo, state: &LvmState, copy: Option<Progress>) -> Condi
         match state.lv(&lv.vg, &lv.pool) {
             None => problems.push(format!("its thin pool {} is missing", lv.pool)),
             Some(pool) => {
-                match pool.health_flag() {
-                    'F' => problems.push(format!("thin pool {} has failed", pool.name)),
-                    'D' => problems.push(format!("thin pool {} is out of data space", pool.name)),
-                    'M' => {
-                        problems.push(format!("thin pool {} is out of metadata space", pool.name))
+                match pool.attr.health {
+                    LvHealth::PoolFailed => {
+                        problems.push(format!("thin pool {} has failed", pool.name))
                     }
+                    LvHealth::PoolOutOfData => {
+                        problems.push(format!("thin pool {} is out of data space", pool.name))
+                    }
+                    LvHealth::PoolMetadataReadOnly => problems.push(format!(
+                        "thin pool {} is out of metadata space (read-only)",
+                        pool.name
+                    )),
                     _ => {}
                 }
                 if pool.data_percent.unwrap_or(0.0) >= 100.0 {

@@ -333,22 +333,15 @@ mod tests {
     }
 
     fn lv(name: &str, size: u64) -> LvInfo {
-        LvInfo {
-            uuid: String::new(),
-            name: name.into(),
-            vg: "vgthick".into(),
+        LvInfo::new_volume(
+            "vgthick",
+            name,
             size,
-            tags: vec!["carve.dev/class=thick".into()],
-            attr: "-wi-a-----".into(),
-            pool: String::new(),
-            origin: String::new(),
-            data_percent: None,
-            metadata_percent: None,
-            path: String::new(),
-            health: String::new(),
-            created: 0,
-            layout: String::new(),
-        }
+            vec!["carve.dev/class=thick".into()],
+            false,
+            String::new(),
+            String::new(),
+        )
     }
 
     fn free(c: &StateCache) -> u64 {

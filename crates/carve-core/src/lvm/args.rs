@@ -4,7 +4,7 @@
 
 use crate::config::{DeviceClass, Provisioning};
 
-use super::report::{LV_FIELDS, PV_FIELDS, VG_FIELDS};
+use super::report::{LV_FIELDS, PV_FIELDS, TIME_FORMAT, VG_FIELDS};
 
 /// What a new LV should look like.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +29,8 @@ pub fn fullreport() -> Vec<String> {
         "--units",
         "b",
         "--nosuffix",
+        "--config",
+        TIME_FORMAT,
         "--configreport",
         "vg",
         "-o",

@@ -107,11 +107,10 @@ impl FakeLvm {
     pub fn add_lv(&self, vg: &str, name: &str, tags: &str) {
         self.with_vg(vg, |g| {
             g["lv"].as_array_mut().unwrap().push(json!({
-                "lv_uuid": format!("fake-{name}"), "lv_name": name, "vg_name": vg,
+                "lv_name": name, "vg_name": vg,
                 "lv_size": "8388608", "lv_tags": tags, "lv_attr": "-wi-a-----",
                 "pool_lv": "", "origin": "", "data_percent": "", "metadata_percent": "",
-                "lv_path": format!("/dev/{vg}/{name}"), "lv_health_status": "",
-                "lv_time": "2026-11-23 10:00:00 +0000", "lv_layout": "linear",
+                "lv_health_status": "", "lv_time": "1795428000",
             }))
         })
         .expect("VG in the model");
@@ -232,14 +231,13 @@ impl FakeLvm {
                     .find(|l| l["lv_name"] == s && snapshot)
                     .cloned()
             });
-            let (size, attr, pool, origin_name, layout) = match (&origin, arg("--size")) {
+            let (size, attr, pool, origin_name) = match (&origin, arg("--size")) {
                 // A classic snapshot: its own size is its copy-on-write space.
                 (Some(o), Some(cow)) => (
                     bytes_arg(&cow),
                     "swi-a-s---".to_string(),
                     String::new(),
                     o["lv_name"].as_str().unwrap().to_string(),
-                    "linear",
                 ),
                 // A thin snapshot of a thin LV.
                 (Some(o), None) => (
@@ -252,28 +250,24 @@ impl FakeLvm {
                     .to_string(),
                     o["pool_lv"].as_str().unwrap().to_string(),
                     o["lv_name"].as_str().unwrap().to_string(),
-                    "thin,sparse",
                 ),
                 (None, _) if arg("--virtualsize").is_some() => (
                     bytes_arg(&arg("--virtualsize").unwrap()),
                     "Vwi-a-tz--".to_string(),
                     sub.clone().unwrap_or_default(),
                     String::new(),
-                    "thin,sparse",
                 ),
                 (None, Some(sz)) => (
                     bytes_arg(&sz),
                     if raid.is_some() { "rwi-a-r---" } else { "-wi-a-----" }.to_string(),
                     String::new(),
                     String::new(),
-                    if raid.is_some() { "raid" } else { "linear" },
                 ),
                 (None, None) => {
                     return failed(format!("  Failed to find logical volume \"{target}\"\n"))
                 }
             };
             let mut lv = json!({
-                "lv_uuid": format!("fake-{name}"),
                 "lv_name": name,
                 "vg_name": vg,
                 "lv_size": size.to_string(),
@@ -283,10 +277,8 @@ impl FakeLvm {
                 "origin": origin_name,
                 "data_percent": if pool.is_empty() { "" } else { "0.00" },
                 "metadata_percent": "",
-                "lv_path": format!("/dev/{vg}/{name}"),
                 "lv_health_status": "",
-                "lv_time": "2026-11-23 10:00:00 +0000",
-                "lv_layout": layout,
+                "lv_time": "1795428000",
             });
             if raid.is_some() {
                 lv["carve_fake_copies"] = json!(mirrors.max(1) + 1);

@@ -5,6 +5,7 @@
 //! load); reads run in parallel. [`LvmRunner`] is the seam unit tests script.
 
 pub mod args;
+pub mod attr;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;

@@ -6,10 +6,14 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use super::attr::{LvAttr, LvHealth, LvState, LvType};
+
 /// Fields of the one `lvm fullreport` call that reads all state carve needs.
 pub const VG_FIELDS: &str = "vg_name,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,pv_count,vg_missing_pv_count";
 pub const PV_FIELDS: &str = "pv_name,pv_size,pv_free,pv_missing";
-pub const LV_FIELDS: &str = "lv_uuid,lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,origin,data_percent,metadata_percent,lv_path,lv_health_status,lv_time,lv_layout";
+pub const LV_FIELDS: &str = "lv_name,vg_name,lv_size,lv_tags,lv_attr,pool_lv,origin,data_percent,metadata_percent,lv_health_status,lv_time";
+/// lv_time as seconds since the Unix epoch (lvm.conf's report/time_format).
+pub const TIME_FORMAT: &str = "report/time_format=\"%s\"";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PvInfo {
@@ -34,55 +38,44 @@ pub struct VgInfo {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LvInfo {
-    pub uuid: String,
     pub name: String,
     pub vg: String,
     pub size: u64,
     pub tags: Vec<String>,
-    /// The 10-character lv_attr string, e.g. `-wi-a-----`.
-    pub attr: String,
+    pub attr: LvAttr,
+    /// The thin pool of a thin LV.
     pub pool: String,
+    /// The origin of a snapshot.
     pub origin: String,
     pub data_percent: Option<f64>,
     pub metadata_percent: Option<f64>,
-    pub path: String,
+    /// lv_health_status as LVM words it ("partial", "refresh needed", …).
     pub health: String,
     /// Creation time, seconds since the Unix epoch (0 when lvm gave none).
     pub created: i64,
-    pub layout: String,
 }
 
 impl LvInfo {
-    fn attr_char(&self, i: usize) -> char {
-        self.attr.chars().nth(i).unwrap_or('-')
-    }
     pub fn is_thin_pool(&self) -> bool {
-        self.attr_char(0) == 't'
+        self.attr.lv_type == LvType::ThinPool
     }
     pub fn is_thin_volume(&self) -> bool {
-        self.attr_char(0) == 'V'
+        self.attr.lv_type == LvType::ThinVolume
     }
-    /// Activation state, lv_attr position 5: `a` is active.
     pub fn is_active(&self) -> bool {
-        self.attr_char(4) == 'a'
+        self.attr.state == LvState::Active
     }
-    /// Open by a mount or a process (position 6).
+    /// Open by a mount or a process.
     pub fn is_open(&self) -> bool {
-        self.attr_char(5) == 'o'
+        self.attr.open
     }
-    /// Position 9 carries health: `p` partial, `r` refresh needed, `m` mismatches,
-    /// `w` writemostly, `X` unknown, `F`/`D`/`M` failed/out of data/metadata (pools).
-    pub fn health_flag(&self) -> char {
-        self.attr_char(8)
-    }
-    /// A classic (copy-on-write) snapshot: lv_attr position 1 `s`, or `S`
-    /// when it has overflowed and become invalid.
+    /// A classic (copy-on-write) snapshot.
     pub fn is_classic_snapshot(&self) -> bool {
-        matches!(self.attr_char(0), 's' | 'S')
+        self.attr.lv_type == LvType::Snapshot
     }
     /// A classic snapshot whose copy-on-write space overflowed.
     pub fn is_invalid_snapshot(&self) -> bool {
-        self.attr_char(0) == 'S' || self.attr_char(4) == 'I'
+        self.attr.state == LvState::InvalidSnapshot
     }
 
     /// The value of tag `key=value`, if present.
@@ -101,20 +94,17 @@ impl LvInfo {
 impl LvInfo {
     fn made(vg: &str, name: &str, size: u64, tags: Vec<String>, attr: &str) -> LvInfo {
         LvInfo {
-            uuid: String::new(),
             name: name.to_string(),
             vg: vg.to_string(),
             size,
             tags,
-            attr: attr.to_string(),
+            attr: LvAttr::parse(attr),
             pool: String::new(),
             origin: String::new(),
             data_percent: None,
             metadata_percent: None,
-            path: format!("/dev/{vg}/{name}"),
             health: String::new(),
             created: 0,
-            layout: String::new(),
         }
     }
 
@@ -223,7 +213,6 @@ struct RawPv {
 
 #[derive(Deserialize)]
 struct RawLv {
-    lv_uuid: String,
     lv_name: String,
     vg_name: String,
     lv_size: String,
@@ -233,10 +222,8 @@ struct RawLv {
     origin: String,
     data_percent: String,
     metadata_percent: String,
-    lv_path: String,
     lv_health_status: String,
     lv_time: String,
-    lv_layout: String,
 }
 
 fn num(field: &str, v: &str) -> Result<u64, String> {
@@ -249,41 +236,6 @@ fn num(field: &str, v: &str) -> Result<u64, String> {
 
 fn percent(v: &str) -> Option<f64> {
     v.parse::<f64>().ok()
-}
-
-/// Parses `YYYY-MM-DD HH:MM:SS +ZZZZ` into Unix seconds.
-pub fn parse_lv_time(s: &str) -> Option<i64> {
-    let mut parts = s.split_whitespace();
-    let date = parts.next()?;
-    let time = parts.next()?;
-    let zone = parts.next().unwrap_or("+0000");
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    if d.len() != 3 || t.len() != 3 || zone.len() != 5 {
-        return None;
-    }
-    let sign = if zone.starts_with('-') { -1 } else { 1 };
-    let zh: i64 = zone[1..3].parse().ok()?;
-    let zm: i64 = zone[3..5].parse().ok()?;
-    let days = days_from_civil(d[0], d[1], d[2]);
-    Some(days * 86400 + t[0] * 3600 + t[1] * 60 + t[2] - sign * (zh * 3600 + zm * 60))
-}
-
-// Howard Hinnant's days-from-civil: proleptic Gregorian date to days since 1970-01-01.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }
 
 /// Decodes the output of `lvm fullreport` with carve's field lists.
@@ -330,16 +282,13 @@ pub fn parse_fullreport(json: &str) -> Result<LvmState, String> {
                     .collect(),
                 data_percent: percent(&l.data_percent),
                 metadata_percent: percent(&l.metadata_percent),
-                created: parse_lv_time(&l.lv_time).unwrap_or(0),
-                uuid: l.lv_uuid,
+                created: num("lv_time", &l.lv_time)? as i64,
+                attr: LvAttr::parse(&l.lv_attr),
                 name: l.lv_name,
                 vg: l.vg_name,
-                attr: l.lv_attr,
                 pool: l.pool_lv,
                 origin: l.origin,
-                path: l.lv_path,
                 health: l.lv_health_status,
-                layout: l.lv_layout,
             });
         }
     }
@@ -394,13 +343,5 @@ mod tests {
         assert!(parse_fullreport("not json").is_err());
         let bad = r#"{"report":[{"vg":[{"vg_name":"v","vg_size":"x","vg_free":"0","vg_extent_size":"0","vg_extent_count":"0","vg_free_count":"0","pv_count":"0","vg_missing_pv_count":"0"}]}]}"#;
         assert!(parse_fullreport(bad).unwrap_err().contains("vg_size"));
-    }
-
-    #[test]
-    fn lv_time_to_unix_seconds() {
-        assert_eq!(parse_lv_time("1970-01-01 00:00:00 +0000"), Some(0));
-        assert_eq!(parse_lv_time("2026-11-22 11:08:01 +0000"), Some(1795345681));
-        assert_eq!(parse_lv_time("2026-11-22 12:08:01 +0100"), Some(1795345681));
-        assert_eq!(parse_lv_time("garbage"), None);
     }
 }
