@@ -1,6 +1,7 @@
 //! carve-core: everything a carve node does below the CSI API.
 //!
-//! - [`config`]: the node configuration (device classes and tuning).
+//! - [`config`]: the node configuration (device classes and tuning), and
+//!   [`layout`]: how a thick class lays volumes out, and what that costs.
 //! - [`names`]: LV names derived from request names, volume and snapshot IDs,
 //!   and the LVM tags carve writes.
 //! - [`lvm`]: the LVM command layer: argv builders, the command runner, typed
@@ -18,5 +19,6 @@ pub mod config;
 pub mod crash;
 pub mod engine;
 pub mod host;
+pub mod layout;
 pub mod lvm;
 pub mod names;

@@ -3,7 +3,7 @@
 //! and GetCapacity only reads the result.
 
 use crate::config::{DeviceClass, Provisioning};
-use crate::lvm::LvmState;
+use crate::lvm::{LvmState, VgInfo};
 
 /// A thin pool at or above this data or metadata fill offers no new space:
 /// promising more to a pool that is about to run out turns into I/O errors.
@@ -53,42 +53,7 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
     let extent = vg.extent_size.max(1);
     let granule = class.size_granule(extent);
     match class.provisioning {
-        Provisioning::Thick => {
-            let (num, den) = class.space_factor();
-            let pvs_needed = pvs_needed(class);
-            // raid keeps one metadata extent per image.
-            let meta = if class.raid.is_some() {
-                pvs_needed * extent
-            } else {
-                0
-            };
-            let usable = vg.free.saturating_sub(class.spare.0).saturating_sub(meta);
-            let available = round_down(usable / num * den, granule);
-            let mut frees: Vec<u64> = vg
-                .pvs
-                .iter()
-                .filter(|p| !p.missing)
-                .map(|p| p.free)
-                .collect();
-            frees.sort_unstable_by(|a, b| b.cmp(a));
-            let per_pv_limit = if pvs_needed <= 1 {
-                u64::MAX
-            } else {
-                match frees.get(pvs_needed as usize - 1) {
-                    Some(kth) => {
-                        kth.saturating_sub(if class.raid.is_some() { extent } else { 0 })
-                            * data_stripes(class)
-                    }
-                    None => 0,
-                }
-            };
-            Ok(ClassCapacity {
-                available,
-                maximum_volume_size: round_down(available.min(per_pv_limit), granule),
-                minimum_volume_size: granule,
-                granule,
-            })
-        }
+        Provisioning::Thick => Ok(thick(class, vg, extent, granule)),
         Provisioning::Thin => {
             let pool_name = class.thin_pool.as_deref().unwrap_or_default();
             let pool = state
@@ -103,7 +68,7 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
                 .filter(|l| l.is_thin_volume() && l.pool == pool_name)
                 .map(|l| l.size)
                 .sum();
-            let offered = (pool.size as f64 * class.ratio()) as u64;
+            let offered = (pool.size as f64 * class.over_provision_ratio) as u64;
             let full = pool.data_percent.unwrap_or(0.0) >= THIN_FULL_PERCENT
                 || pool.metadata_percent.unwrap_or(0.0) >= THIN_FULL_PERCENT;
             let available = if full {
@@ -111,7 +76,7 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
             } else {
                 round_down(
                     offered
-                        .saturating_sub(class.spare.0)
+                        .saturating_sub(class.spare)
                         .saturating_sub(committed),
                     granule,
                 )
@@ -126,36 +91,48 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
     }
 }
 
-/// VG bytes one new LV of `size` bytes consumes in a thick class: its data times
-/// the layout's copies/parity, plus one metadata extent per RAID image.
-pub fn vg_cost(class: &DeviceClass, size: u64, extent: u64) -> u64 {
-    let (num, den) = class.space_factor();
-    let meta = if class.raid.is_some() {
-        pvs_needed(class) * extent
+/// Thick: what the VG's free space (and, for layouts spanning k PVs, the
+/// k-th emptiest PV) can still give, after spare, copies, parity and RAID
+/// metadata.
+fn thick(class: &DeviceClass, vg: &VgInfo, extent: u64, granule: u64) -> ClassCapacity {
+    let layout = &class.layout;
+    let (num, den) = layout.space_factor();
+    let pvs_needed = layout.pvs_needed();
+    let usable = vg
+        .free
+        .saturating_sub(class.spare)
+        .saturating_sub(layout.metadata_extents() * extent);
+    let available = round_down(usable / num * den, granule);
+    let mut frees: Vec<u64> = vg
+        .pvs
+        .iter()
+        .filter(|p| !p.missing)
+        .map(|p| p.free)
+        .collect();
+    frees.sort_unstable_by(|a, b| b.cmp(a));
+    let per_pv_limit = if pvs_needed <= 1 {
+        u64::MAX
     } else {
-        0
+        match frees.get(pvs_needed as usize - 1) {
+            // Each image keeps one metadata extent on its PV.
+            Some(kth) => {
+                let meta = if layout.is_raid() { extent } else { 0 };
+                kth.saturating_sub(meta) * layout.data_stripes()
+            }
+            None => 0,
+        }
     };
-    size / den * num + meta
-}
-
-/// PVs one LV of this layout must span.
-fn pvs_needed(class: &DeviceClass) -> u64 {
-    let stripes = class.stripes.unwrap_or(1) as u64;
-    match class.raid.as_deref() {
-        Some("raid1") => class.mirrors.unwrap_or(1) as u64 + 1,
-        Some("raid5") => stripes + 1,
-        Some("raid6") => stripes + 2,
-        Some("raid10") => stripes * 2,
-        _ => stripes,
+    ClassCapacity {
+        available,
+        maximum_volume_size: round_down(available.min(per_pv_limit), granule),
+        minimum_volume_size: granule,
+        granule,
     }
 }
 
-/// Data-carrying stripes: how many PVs' worth of space one LV's bytes use.
-fn data_stripes(class: &DeviceClass) -> u64 {
-    match class.raid.as_deref() {
-        Some("raid1") => 1,
-        _ => class.stripes.unwrap_or(1) as u64,
-    }
+/// VG bytes one new LV of `size` bytes takes in a thick class.
+pub fn vg_cost(class: &DeviceClass, size: u64, extent: u64) -> u64 {
+    class.layout.vg_cost(size, extent)
 }
 
 #[cfg(test)]

@@ -74,27 +74,7 @@ pub fn lvcreate(spec: &CreateLv<'_>) -> Vec<String> {
             a.push(s("--size"));
             a.push(format!("{}b", spec.size_bytes));
             a.extend([s("--zero"), s("y"), s("--wipesignatures"), s("y")]);
-            if let Some(raid) = &c.raid {
-                a.push(s("--type"));
-                a.push(raid.clone());
-                if raid == "raid1" {
-                    a.push(s("--mirrors"));
-                    a.push(c.mirrors.unwrap_or(1).to_string());
-                    // Skip the initial resync: a new volume's content is undefined
-                    // until written, and the sync would compete with the workload.
-                    a.push(s("--nosync"));
-                }
-            }
-            if let Some(stripes) = c.stripes {
-                if c.raid.is_none() || c.raid.as_deref() != Some("raid1") {
-                    a.push(s("--stripes"));
-                    a.push(stripes.to_string());
-                }
-                if let Some(sz) = c.stripe_size {
-                    a.push(s("--stripesize"));
-                    a.push(format!("{}k", sz.0 / 1024));
-                }
-            }
+            a.extend(c.layout.lvcreate_args());
         }
     }
     for t in &spec.tags {
@@ -224,7 +204,7 @@ pub fn lvextend(vg: &str, lv: &str, size_bytes: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ByteSize, DeviceClass};
+    use crate::config::{DeviceClass, Layout};
 
     fn class(p: Provisioning) -> DeviceClass {
         DeviceClass {
@@ -232,14 +212,11 @@ mod tests {
             volume_group: "vg0".into(),
             provisioning: p,
             default: false,
-            spare: ByteSize(0),
+            spare: 0,
             thin_pool: (p == Provisioning::Thin).then(|| "pool0".to_string()),
-            over_provision_ratio: None,
-            stripes: None,
-            stripe_size: None,
-            raid: None,
-            mirrors: None,
-            snapshot_reserve_percent: None,
+            over_provision_ratio: 1.0,
+            layout: Layout::Linear,
+            snapshot_reserve_percent: 25,
         }
     }
 
@@ -252,14 +229,17 @@ mod tests {
         let thick = class(Provisioning::Thick);
         let thin = class(Provisioning::Thin);
         let mut raid1 = class(Provisioning::Thick);
-        raid1.raid = Some("raid1".into());
-        raid1.mirrors = Some(2);
+        raid1.layout = Layout::Raid1 { mirrors: 2 };
         let mut striped = class(Provisioning::Thick);
-        striped.stripes = Some(2);
-        striped.stripe_size = Some(ByteSize(64 * 1024));
+        striped.layout = Layout::Striped {
+            stripes: 2,
+            stripe_size: Some(64 * 1024),
+        };
         let mut raid5 = class(Provisioning::Thick);
-        raid5.raid = Some("raid5".into());
-        raid5.stripes = Some(3);
+        raid5.layout = Layout::Raid5 {
+            stripes: 3,
+            stripe_size: None,
+        };
         let tags = vec!["carve.dev/owner=carve.dev".to_string()];
         let table: Vec<(&DeviceClass, &str)> = vec![
             (&thick, "lvcreate --yes --quiet --name lv1 --size 4194304b --zero y --wipesignatures y --addtag carve.dev/owner=carve.dev vg0"),

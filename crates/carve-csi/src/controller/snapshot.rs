@@ -112,7 +112,7 @@ impl ControllerService {
                     .get(&vg)
                     .ok_or_else(|| CsiError::NotFound(format!("VG {vg} is gone")))?;
                 let reserve = class.snapshot_reserve(src.size, g.extent_size);
-                let free = g.free.saturating_sub(class.spare.0);
+                let free = g.free.saturating_sub(class.spare);
                 if reserve > free {
                     return Err(CsiError::ResourceExhausted(format!(
                         "a snapshot of {} needs {reserve} bytes of copy-on-write space in VG {vg}; {free} are free beyond the spare",
