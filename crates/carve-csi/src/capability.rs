@@ -3,7 +3,7 @@
 
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::VolumeCapability;
-use crate::params::check_fs_type;
+use carve_core::host::fs::FsType;
 
 /// `Ok` if carve supports the capability, else why not.
 pub fn check(cap: &VolumeCapability) -> Result<(), String> {
@@ -12,7 +12,7 @@ pub fn check(cap: &VolumeCapability) -> Result<(), String> {
         Some(AccessType::Block(_)) => {}
         Some(AccessType::Mount(m)) => {
             if !m.fs_type.is_empty() {
-                check_fs_type(&m.fs_type)?;
+                m.fs_type.parse::<FsType>()?;
             }
         }
     }

@@ -7,10 +7,52 @@ use std::time::Duration;
 
 use crate::host::exec;
 
+/// The filesystems carve formats, mounts and grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsType {
+    Ext4,
+    Xfs,
+    Btrfs,
+}
+
+impl FsType {
+    pub const ALL: [FsType; 3] = [FsType::Ext4, FsType::Xfs, FsType::Btrfs];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+        }
+    }
+}
+
+impl std::str::FromStr for FsType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FsType, String> {
+        FsType::ALL
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| {
+                let all: Vec<&str> = FsType::ALL.iter().map(|f| f.as_str()).collect();
+                format!(
+                    "filesystem {s:?} is not supported (use one of {})",
+                    all.join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for FsType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Options carve always adds to a filesystem mount.
-pub fn default_mount_options(fs: &str) -> Vec<String> {
+pub fn default_mount_options(fs: FsType) -> Vec<String> {
     let mut o = vec!["defaults".to_string()];
-    if fs == "xfs" {
+    if fs == FsType::Xfs {
         // Snapshots and clones carry the origin's UUID; xfs refuses a second
         // mount of one UUID without this.
         o.push("nouuid".into());
@@ -78,12 +120,12 @@ pub fn check_path(what: &str, p: &str) -> Result<(), String> {
 /// mkfs for a new, empty LV. No discard pass (the LV is new: thick LVs are
 /// zeroed at the start, thin ones read as zero) and lazy inode-table init where
 /// the filesystem has it, so formatting a large volume takes seconds.
-pub fn mkfs(fs: &str, device: &str) -> (String, Vec<String>) {
+pub fn mkfs(fs: FsType, device: &str) -> (String, Vec<String>) {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match fs {
-        "xfs" => ("mkfs.xfs".into(), s(&["-q", "-f", "-K", device])),
-        "btrfs" => ("mkfs.btrfs".into(), s(&["-q", "-f", "--nodiscard", device])),
-        _ => (
+        FsType::Xfs => ("mkfs.xfs".into(), s(&["-q", "-f", "-K", device])),
+        FsType::Btrfs => ("mkfs.btrfs".into(), s(&["-q", "-f", "--nodiscard", device])),
+        FsType::Ext4 => (
             "mkfs.ext4".into(),
             s(&[
                 "-q",
@@ -196,21 +238,29 @@ mod tests {
     #[test]
     fn mkfs_table() {
         assert_eq!(
-            mkfs("ext4", "/dev/vg/lv").1.join(" "),
+            mkfs(FsType::Ext4, "/dev/vg/lv").1.join(" "),
             "-q -F -E lazy_itable_init=1,lazy_journal_init=1,nodiscard /dev/vg/lv"
         );
         assert_eq!(
-            mkfs("xfs", "/dev/vg/lv"),
+            mkfs(FsType::Xfs, "/dev/vg/lv"),
             (
                 "mkfs.xfs".into(),
                 vec!["-q".into(), "-f".into(), "-K".into(), "/dev/vg/lv".into()]
             )
         );
-        assert_eq!(mkfs("btrfs", "/d").0, "mkfs.btrfs");
+        assert_eq!(mkfs(FsType::Btrfs, "/d").0, "mkfs.btrfs");
         assert_eq!(grow("xfs", "/d", "/m").unwrap().1, vec!["/m".to_string()]);
         assert_eq!(grow("ext4", "/d", "/m").unwrap().1, vec!["/d".to_string()]);
         assert!(grow("vfat", "/d", "/m").is_none());
-        assert_eq!(default_mount_options("xfs"), vec!["defaults", "nouuid"]);
+        assert_eq!(
+            default_mount_options(FsType::Xfs),
+            vec!["defaults", "nouuid"]
+        );
+        assert_eq!("xfs".parse::<FsType>(), Ok(FsType::Xfs));
+        assert!("ntfs"
+            .parse::<FsType>()
+            .unwrap_err()
+            .contains("ext4, xfs, btrfs"));
     }
 
     #[test]

@@ -12,9 +12,10 @@ use crate::controller::restore::Source;
 use crate::controller::ControllerService;
 use crate::csi::{self, volume_capability::AccessType};
 use crate::error::{CsiError, CsiResult};
-use crate::params::{check_fs_type, Params};
+use crate::params::Params;
 use carve_core::config::{DeviceClass, Provisioning};
 use carve_core::engine::state::Change;
+use carve_core::host::fs::FsType;
 use carve_core::lvm::{args, LvInfo, LvmErrorKind, LvmState};
 use carve_core::names;
 
@@ -24,7 +25,7 @@ pub(crate) struct Wanted<'a> {
     pub class: &'a DeviceClass,
     pub params: Params,
     /// The filesystem: the parameter, else the capabilities' fs_type.
-    pub fs_type: Option<String>,
+    pub fs_type: Option<FsType>,
 }
 
 fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
@@ -37,34 +38,30 @@ fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
 /// The filesystem a request asks for: the StorageClass parameter, or the
 /// capabilities' fs_type (external-provisioner passes `csi.storage.k8s.io/fstype`
 /// there); both, or several capabilities, must agree.
-fn requested_fs(params: &Params, caps: &[csi::VolumeCapability]) -> CsiResult<Option<String>> {
-    let mut from_caps: Option<&str> = None;
+fn requested_fs(params: &Params, caps: &[csi::VolumeCapability]) -> CsiResult<Option<FsType>> {
+    let mut from_caps: Option<FsType> = None;
     for c in caps {
         if let Some(AccessType::Mount(m)) = &c.access_type {
             if m.fs_type.is_empty() {
                 continue;
             }
+            let fs: FsType = m.fs_type.parse().map_err(CsiError::InvalidArgument)?;
             match from_caps {
-                Some(f) if f != m.fs_type => {
+                Some(f) if f != fs => {
                     return Err(CsiError::InvalidArgument(format!(
-                        "volume capabilities ask for two filesystems, {f:?} and {:?}",
-                        m.fs_type
+                        "volume capabilities ask for two filesystems, {f} and {fs}"
                     )))
                 }
-                _ => from_caps = Some(&m.fs_type),
+                _ => from_caps = Some(fs),
             }
         }
     }
-    match (&params.fs_type, from_caps) {
+    match (params.fs_type, from_caps) {
         (Some(p), Some(c)) if p != c => Err(CsiError::InvalidArgument(format!(
-            "parameter fsType {p:?} contradicts the capability's fs_type {c:?}"
+            "parameter fsType {p} contradicts the capability's fs_type {c}"
         ))),
-        (Some(p), _) => Ok(Some(p.clone())),
-        (None, Some(c)) => {
-            check_fs_type(c).map_err(CsiError::InvalidArgument)?;
-            Ok(Some(c.to_string()))
-        }
-        (None, None) => Ok(None),
+        (Some(p), _) => Ok(Some(p)),
+        (None, c) => Ok(c),
     }
 }
 
@@ -192,8 +189,10 @@ impl ControllerService {
                 tags.push(names::tag(names::TAG_INCOMPLETE, "1"));
             }
         }
+        if let Some(fs) = want.fs_type {
+            tags.push(names::tag(names::TAG_FS_TYPE, fs.as_str()));
+        }
         for (key, v) in [
-            (names::TAG_FS_TYPE, &want.fs_type),
             (names::TAG_PVC, &want.params.pvc_name),
             (names::TAG_PVC_NAMESPACE, &want.params.pvc_namespace),
             (names::TAG_PV, &want.params.pv_name),
@@ -387,20 +386,14 @@ mod tests {
     fn fs_type_comes_from_the_parameter_or_the_capabilities() {
         let none = Params::default();
         let xfs = Params {
-            fs_type: Some("xfs".into()),
+            fs_type: Some(FsType::Xfs),
             ..Default::default()
         };
         let f = |p: &Params, caps: &[csi::VolumeCapability]| requested_fs(p, caps);
-        assert_eq!(
-            f(&none, &[cap(Some("xfs"))]).unwrap().as_deref(),
-            Some("xfs")
-        );
+        assert_eq!(f(&none, &[cap(Some("xfs"))]).unwrap(), Some(FsType::Xfs));
         assert_eq!(f(&none, &[cap(Some("")), cap(None)]).unwrap(), None);
-        assert_eq!(f(&xfs, &[cap(Some(""))]).unwrap().as_deref(), Some("xfs"));
-        assert_eq!(
-            f(&xfs, &[cap(Some("xfs"))]).unwrap().as_deref(),
-            Some("xfs")
-        );
+        assert_eq!(f(&xfs, &[cap(Some(""))]).unwrap(), Some(FsType::Xfs));
+        assert_eq!(f(&xfs, &[cap(Some("xfs"))]).unwrap(), Some(FsType::Xfs));
         assert!(f(&xfs, &[cap(Some("ext4"))]).is_err());
         assert!(f(&none, &[cap(Some("ext4")), cap(Some("btrfs"))]).is_err());
         assert!(f(&none, &[cap(Some("ntfs"))]).is_err());

@@ -4,13 +4,14 @@
 //! volume still being filled has its copy job stopped first, and everything
 //! the fill made (the clone's temporary snapshot) goes with it.
 
-use crate::controller::{ControllerService, Kind, Located};
+use crate::controller::{ControllerService, Located};
 use crate::csi;
 use crate::error::{CsiError, CsiResult};
 use carve_core::engine::fill::remove_owned;
 use carve_core::engine::state::Change;
 use carve_core::lvm::{LvInfo, LvmErrorKind};
 use carve_core::names;
+use carve_core::names::LvKind;
 
 impl ControllerService {
     pub(crate) async fn delete(
@@ -20,7 +21,7 @@ impl ControllerService {
         if req.volume_id.is_empty() {
             return Err(CsiError::InvalidArgument("volume_id is required".into()));
         }
-        let lv = match self.locate(&req.volume_id, Kind::Volume, false).await? {
+        let lv = match self.locate(&req.volume_id, LvKind::Volume, false).await? {
             Located::Here(lv) => *lv,
             // No carve volume with this ID exists here or anywhere: gone.
             Located::Gone => return Ok(csi::DeleteVolumeResponse {}),
@@ -103,7 +104,7 @@ impl ControllerService {
             .collect();
         if let Some(temp) = snapshots
             .iter()
-            .find(|l| l.name.starts_with(names::CLONE_TEMP_PREFIX))
+            .find(|l| LvKind::of(&l.name) == Some(LvKind::CloneTemp))
         {
             let target = names::clone_target_name(&temp.name).unwrap_or_default();
             return Err(CsiError::FailedPrecondition(format!(

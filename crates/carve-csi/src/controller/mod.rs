@@ -19,21 +19,18 @@ use tonic::{Request, Response, Status};
 use crate::capability;
 use crate::csi::{self, controller_server::Controller};
 use crate::error::{detached, logged, CsiError, CsiResult};
-use crate::params::Params;
+use crate::params::{Params, VolumeContext};
 use carve_core::config::{Config, DeviceClass, Provisioning};
 use carve_core::engine::inflight::InFlight;
 use carve_core::engine::jobs::Jobs;
 use carve_core::engine::state::{Change, StateCache};
 use carve_core::lvm::{LvInfo, Lvm, LvmErrorKind, LvmState};
-use carve_core::names::{self, NodeRef, VolumeId};
+use carve_core::names::{self, LvKind, NodeRef, VolumeId};
 
 /// Topology key every carve volume and node carries.
 pub const TOPOLOGY_KEY: &str = "topology.carve.dev/node";
 /// Size when a request names none.
 pub const DEFAULT_SIZE: u64 = 1 << 30;
-/// Keys carve puts into volume_context for the node side.
-pub const CTX_DEVICE_CLASS: &str = "carve.dev/device-class";
-pub const CTX_FS_TYPE: &str = "carve.dev/fs-type";
 
 pub struct ControllerService {
     /// The service itself, for RPC bodies that run on their own task.
@@ -55,12 +52,6 @@ pub(crate) enum Located {
     Elsewhere(NodeRef),
     /// Not here, and not anywhere else either (or no carve ID at all).
     Gone,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-pub(crate) enum Kind {
-    Volume,
-    Snapshot,
 }
 
 /// The size carve will allocate for a capacity range: the request rounded up to
@@ -163,13 +154,12 @@ impl ControllerService {
     }
 
     pub(crate) fn volume(&self, lv: &LvInfo) -> csi::Volume {
-        let mut ctx = HashMap::new();
-        if let Some(c) = self.class_of(lv) {
-            ctx.insert(CTX_DEVICE_CLASS.to_string(), c.name.clone());
-        }
-        if let Some(fs) = lv.tag(names::TAG_FS_TYPE) {
-            ctx.insert(CTX_FS_TYPE.to_string(), names::decode_tag_value(fs));
-        }
+        let ctx = VolumeContext {
+            device_class: self.class_of(lv).map(|c| c.name.clone()),
+            fs_type: lv
+                .tag(names::TAG_FS_TYPE)
+                .and_then(|f| names::decode_tag_value(f).parse().ok()),
+        };
         use csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
         let content_source = lv
             .tag(names::TAG_SOURCE)
@@ -185,7 +175,7 @@ impl ControllerService {
         csi::Volume {
             capacity_bytes: lv.size as i64,
             volume_id: self.id_of(lv),
-            volume_context: ctx,
+            volume_context: ctx.into_map(),
             content_source,
             accessible_topology: self.topology(),
         }
@@ -197,31 +187,37 @@ impl ControllerService {
         state: &'a LvmState,
         vg: &str,
         lv: &str,
-        kind: Kind,
+        kind: LvKind,
     ) -> Option<&'a LvInfo> {
-        let prefix = match kind {
-            Kind::Volume => names::VOLUME_PREFIX,
-            Kind::Snapshot => names::SNAPSHOT_PREFIX,
-        };
-        state
-            .lv(vg, lv)
-            .filter(|l| self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with(prefix))
+        state.lv(vg, lv).filter(|l| self.is_carve(l, kind))
+    }
+
+    /// Whether `lv` is a carve LV of `kind`: in a managed VG, owned, named so.
+    pub(crate) fn is_carve(&self, lv: &LvInfo, kind: LvKind) -> bool {
+        self.managed_vg(&lv.vg) && self.owned(lv) && LvKind::of(&lv.name) == Some(kind)
+    }
+
+    /// Every carve LV of `kind` in a report.
+    pub(crate) fn carve_lvs<'a>(
+        &'a self,
+        state: &'a LvmState,
+        kind: LvKind,
+    ) -> impl Iterator<Item = &'a LvInfo> {
+        state.lvs.iter().filter(move |l| self.is_carve(l, kind))
     }
 
     /// Every carve volume (not snapshot, not temporary) in a report.
     pub(crate) fn volumes<'a>(&'a self, state: &'a LvmState) -> impl Iterator<Item = &'a LvInfo> {
-        state.lvs.iter().filter(|l| {
-            self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with(names::VOLUME_PREFIX)
-        })
+        self.carve_lvs(state, LvKind::Volume)
     }
 
     /// Finds what `id` names. With `fresh`, the LV's VG is re-read (its current
     /// state matters to the caller); otherwise the cached view answers when it
     /// knows the LV, and a fresh read of the VG when it does not.
-    pub(crate) async fn locate(&self, id: &str, kind: Kind, fresh: bool) -> CsiResult<Located> {
+    pub(crate) async fn locate(&self, id: &str, kind: LvKind, fresh: bool) -> CsiResult<Located> {
         let parsed = match kind {
-            Kind::Volume => VolumeId::parse(id),
-            Kind::Snapshot => VolumeId::parse_snapshot(id),
+            LvKind::Snapshot => VolumeId::parse_snapshot(id),
+            _ => VolumeId::parse(id),
         };
         let Some(id) = parsed else {
             return Ok(Located::Gone);
@@ -276,7 +272,7 @@ impl ControllerService {
         if volume_id.is_empty() {
             return Err(CsiError::InvalidArgument("volume_id is required".into()));
         }
-        match self.locate(volume_id, Kind::Volume, fresh).await? {
+        match self.locate(volume_id, LvKind::Volume, fresh).await? {
             Located::Here(lv) => Ok(*lv),
             other => Err(self.not_here("volume", volume_id, &other)),
         }
@@ -502,7 +498,7 @@ impl ControllerService {
             .await
             .map_err(CsiError::lvm("reading LVM state"))?;
         let lv = self
-            .find(&view.lvm, &lv.vg, &lv.name, Kind::Volume)
+            .find(&view.lvm, &lv.vg, &lv.name, LvKind::Volume)
             .cloned()
             .ok_or_else(|| self.not_here("volume", &req.volume_id, &Located::Gone))?;
         if lv.tag(names::TAG_INCOMPLETE).is_some() {

@@ -23,9 +23,10 @@ use carve_core::engine::state::Change;
 use carve_core::lvm::LvInfo;
 use carve_core::names;
 
-use crate::controller::{ControllerService, Kind, Located};
+use crate::controller::{ControllerService, Located};
 use crate::csi;
 use crate::error::{CsiError, CsiResult};
+use carve_core::names::LvKind;
 
 /// Where a new volume's content comes from, resolved and checked.
 pub struct Source {
@@ -59,8 +60,8 @@ impl ControllerService {
     ) -> CsiResult<Source> {
         use csi::volume_content_source::Type;
         let (id, kind) = match &src.r#type {
-            Some(Type::Snapshot(s)) => (s.snapshot_id.clone(), Kind::Snapshot),
-            Some(Type::Volume(v)) => (v.volume_id.clone(), Kind::Volume),
+            Some(Type::Snapshot(s)) => (s.snapshot_id.clone(), LvKind::Snapshot),
+            Some(Type::Volume(v)) => (v.volume_id.clone(), LvKind::Volume),
             None => {
                 return Err(CsiError::InvalidArgument(
                     "volume_content_source names neither a snapshot nor a volume".into(),
@@ -107,7 +108,7 @@ impl ControllerService {
             lv,
             size,
             id,
-            is_snapshot: kind == Kind::Snapshot,
+            is_snapshot: kind == LvKind::Snapshot,
         })
     }
 
@@ -172,7 +173,7 @@ impl ControllerService {
         }
         let view = self.view()?;
         Ok(self
-            .find(&view.lvm, &vg, &name, Kind::Volume)
+            .find(&view.lvm, &vg, &name, LvKind::Volume)
             .cloned()
             .unwrap_or(lv))
     }
@@ -238,9 +239,9 @@ impl ControllerService {
                 continue;
             };
             let kind = if names::VolumeId::parse_snapshot(&source_id).is_some() {
-                Kind::Snapshot
+                LvKind::Snapshot
             } else {
-                Kind::Volume
+                LvKind::Volume
             };
             match self.locate(&source_id, kind, false).await {
                 Ok(Located::Here(src)) => {
@@ -249,7 +250,7 @@ impl ControllerService {
                         size: content_size(&src),
                         lv: src,
                         id: source_id,
-                        is_snapshot: kind == Kind::Snapshot,
+                        is_snapshot: kind == LvKind::Snapshot,
                     };
                     tracing::warn!(lv = %format!("{}/{}", lv.vg, lv.name), source = %source.id, "resuming a block copy interrupted by a restart");
                     let _ = self.start_fill(&class, &lv, &source);
@@ -259,9 +260,7 @@ impl ControllerService {
                 }
             }
         }
-        for temp in view.lvm.lvs.iter().filter(|l| {
-            self.managed_vg(&l.vg) && self.owned(l) && l.name.starts_with(names::CLONE_TEMP_PREFIX)
-        }) {
+        for temp in self.carve_lvs(&view.lvm, LvKind::CloneTemp) {
             let target = names::clone_target_name(&temp.name).unwrap_or_default();
             if self.jobs.get(&Self::job_key(&temp.vg, &target)).is_some() {
                 continue;

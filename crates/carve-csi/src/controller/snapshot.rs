@@ -11,12 +11,13 @@
 use std::collections::HashMap;
 
 use crate::controller::restore::content_size;
-use crate::controller::{ControllerService, Kind, Located};
+use crate::controller::{ControllerService, Located};
 use crate::csi;
 use crate::error::{CsiError, CsiResult};
 use carve_core::config::Provisioning;
 use carve_core::engine::state::Change;
 use carve_core::lvm::{args, LvInfo, LvmErrorKind, LvmState};
+use carve_core::names::LvKind;
 use carve_core::names::{self, VolumeId};
 
 fn snapshot_params_ok(p: &HashMap<String, String>) -> CsiResult<()> {
@@ -201,7 +202,10 @@ impl ControllerService {
         if req.snapshot_id.is_empty() {
             return Err(CsiError::InvalidArgument("snapshot_id is required".into()));
         }
-        let lv = match self.locate(&req.snapshot_id, Kind::Snapshot, true).await? {
+        let lv = match self
+            .locate(&req.snapshot_id, LvKind::Snapshot, true)
+            .await?
+        {
             Located::Here(lv) => *lv,
             Located::Gone => return Ok(csi::DeleteSnapshotResponse {}),
             Located::Elsewhere(node) => {
@@ -298,7 +302,10 @@ impl ControllerService {
         if req.snapshot_id.is_empty() {
             return Err(CsiError::InvalidArgument("snapshot_id is required".into()));
         }
-        match self.locate(&req.snapshot_id, Kind::Snapshot, true).await? {
+        match self
+            .locate(&req.snapshot_id, LvKind::Snapshot, true)
+            .await?
+        {
             Located::Here(lv) => Ok(csi::GetSnapshotResponse {
                 snapshot: Some(self.snapshot_of(&lv)),
             }),

@@ -226,8 +226,8 @@ async fn create_rounds_to_extents_and_tags_the_lv() {
         "5 MiB rounds up to two 4 MiB extents"
     );
     assert_eq!(v.accessible_topology[0].segments[TOPOLOGY_KEY], "node-a");
-    assert_eq!(v.volume_context[CTX_FS_TYPE], "ext4");
-    assert_eq!(v.volume_context[CTX_DEVICE_CLASS], "thick");
+    assert_eq!(v.volume_context[VolumeContext::FS_TYPE], "ext4");
+    assert_eq!(v.volume_context[VolumeContext::DEVICE_CLASS], "thick");
     assert!(
         v.volume_id.starts_with("v1:node-a:vgthick/cv-pvc-1-"),
         "{}",

@@ -14,10 +14,12 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use crate::capability;
-use crate::controller::{ControllerService, CTX_FS_TYPE, TOPOLOGY_KEY};
+use crate::controller::{ControllerService, TOPOLOGY_KEY};
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::{self, node_server::Node};
 use crate::error::{detached, logged, CsiError, CsiResult};
+use crate::params::VolumeContext;
+use carve_core::host::fs::FsType;
 use carve_core::host::fs::{self, Signature};
 use carve_core::host::mountinfo;
 use carve_core::host::paths::{self as paths, Device, Spot};
@@ -180,16 +182,19 @@ impl NodeService {
         m: &csi::volume_capability::MountVolume,
         req: &csi::NodeStageVolumeRequest,
         lv: &LvInfo,
-    ) -> String {
-        [
-            Some(m.fs_type.clone()),
-            req.volume_context.get(CTX_FS_TYPE).cloned(),
-            lv.tag(names::TAG_FS_TYPE).map(names::decode_tag_value),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|f| !f.is_empty())
-        .unwrap_or_else(|| "ext4".to_string())
+    ) -> CsiResult<FsType> {
+        if !m.fs_type.is_empty() {
+            return m.fs_type.parse().map_err(CsiError::InvalidArgument);
+        }
+        let ctx =
+            VolumeContext::from_map(&req.volume_context).map_err(CsiError::InvalidArgument)?;
+        if let Some(fs) = ctx.fs_type {
+            return Ok(fs);
+        }
+        Ok(lv
+            .tag(names::TAG_FS_TYPE)
+            .and_then(|f| names::decode_tag_value(f).parse().ok())
+            .unwrap_or(FsType::Ext4))
     }
 
     async fn stage(
@@ -207,8 +212,7 @@ impl NodeService {
             // Raw block: publish bind-mounts the device node itself.
             return Ok(csi::NodeStageVolumeResponse {});
         };
-        let fs_type = Self::fs_type(m, &req, &lv);
-        crate::params::check_fs_type(&fs_type).map_err(CsiError::InvalidArgument)?;
+        let fs_type = Self::fs_type(m, &req, &lv)?;
         let dev = Device::of(&lv);
         if dev.number.is_none() {
             return Err(CsiError::FailedPrecondition(format!(
@@ -218,7 +222,7 @@ impl NodeService {
         }
         let staging = Path::new(&req.staging_target_path);
         if let Some(existing) = mountinfo::at(&mounts()?, staging) {
-            if dev.is_mounted_by(&existing) && existing.fs_type == fs_type {
+            if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
                 return Ok(csi::NodeStageVolumeResponse {});
             }
             return Err(CsiError::AlreadyExists(format!(
@@ -233,7 +237,7 @@ impl NodeService {
         }
         let created = prepare_mount_point(staging, true)?;
         let result = self
-            .format_and_mount(&req.volume_id, &dev, staging, &fs_type, m)
+            .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
             .await;
         if result.is_err() && created {
             let _ = paths::remove_if_empty(staging);
@@ -246,7 +250,7 @@ impl NodeService {
         volume_id: &str,
         dev: &Device,
         staging: &Path,
-        fs_type: &str,
+        fs_type: FsType,
         m: &csi::volume_capability::MountVolume,
     ) -> CsiResult<csi::NodeStageVolumeResponse> {
         let device = &dev.path;
@@ -260,7 +264,7 @@ impl NodeService {
                 self.cmd(&prog, args, format!("formatting {device} as {fs_type}"))
                     .await?;
             }
-            Signature::Filesystem(found) if found == fs_type => {}
+            Signature::Filesystem(found) if found == fs_type.as_str() => {}
             Signature::Filesystem(found) => {
                 return Err(CsiError::FailedPrecondition(format!(
                     "volume {volume_id} holds a {found} filesystem, not {fs_type}; carve never reformats existing data"
@@ -274,7 +278,7 @@ impl NodeService {
         }
         let mut opts = fs::default_mount_options(fs_type);
         opts.extend(m.mount_flags.iter().cloned());
-        carve_core::host::mount::mount_fs(device, staging, fs_type, &opts).map_err(
+        carve_core::host::mount::mount_fs(device, staging, fs_type.as_str(), &opts).map_err(
             CsiError::command(format!("mounting {device} on {}", staging.display())),
         )?;
         match mountinfo::at(&mounts()?, staging) {
