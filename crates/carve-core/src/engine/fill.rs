@@ -10,42 +10,36 @@ use std::sync::Arc;
 use crate::engine::jobs::{Job, Outcome};
 use crate::engine::state::{Change, StateCache};
 use crate::host::copy::{self, CopyError};
-use crate::lvm::{args, LvInfo, Lvm};
+use crate::lvm::{LvInfo, Lvm, VgGuard};
 use crate::names;
 
-/// Removes `vg/lv` if it carries the owner tag, and records that.
+/// Removes `lv` of the guard's VG if it carries the owner tag, and records that.
 pub async fn remove_owned(
-    lvm: &Lvm,
+    vg: &VgGuard<'_>,
     state: &StateCache,
-    vg: &str,
     lv: &str,
     owner_tag: &str,
 ) -> Result<(), String> {
-    match lvm.remove(vg, lv, owner_tag).await {
+    match vg.remove(lv, owner_tag).await {
         Ok(_) => {}
         Err(e) if e.kind == crate::lvm::LvmErrorKind::NotFound => {}
         Err(e) => return Err(e.to_string()),
     }
     state.apply(Change::Removed {
-        vg: vg.to_string(),
+        vg: vg.vg().to_string(),
         lv: lv.to_string(),
     });
     Ok(())
 }
 
-/// Drops the `incomplete` tag: the volume is whole. Call with the VG locked.
-pub async fn mark_complete(
-    lvm: &Lvm,
-    state: &StateCache,
-    vg: &str,
-    lv: &str,
-) -> Result<(), String> {
+/// Drops the `incomplete` tag: the volume is whole.
+pub async fn mark_complete(vg: &VgGuard<'_>, state: &StateCache, lv: &str) -> Result<(), String> {
     let tag = names::tag(names::TAG_INCOMPLETE, "1");
-    lvm.write(args::lvchange_deltag(vg, lv, &tag))
+    vg.remove_tag(lv, &tag)
         .await
-        .map_err(|e| format!("marking {vg}/{lv} complete: {e}"))?;
+        .map_err(|e| format!("marking {}/{lv} complete: {e}", vg.vg()))?;
     state.apply(Change::TagRemoved {
-        vg: vg.to_string(),
+        vg: vg.vg().to_string(),
         lv: lv.to_string(),
         tag,
     });
@@ -88,22 +82,16 @@ impl Filler {
         let vg = &self.vg;
         let temp = names::clone_temp_name(&self.target);
         let read_from = if self.clone {
-            let _vg = self.lvm.lock_vg(vg).await;
+            let guard = self.lvm.lock_vg(vg).await;
             // A temporary snapshot left by an interrupted attempt holds an
             // older instant: the copy starts over from a new one.
-            remove_owned(&self.lvm, &self.state, vg, &temp, &self.owner_tag).await?;
+            remove_owned(&guard, &self.state, &temp, &self.owner_tag).await?;
             let tags = vec![
                 self.owner_tag.clone(),
                 names::tag(names::TAG_SOURCE, &format!("{vg}/{}", self.target)),
             ];
-            self.lvm
-                .write(args::lvcreate_snapshot(
-                    vg,
-                    &self.source,
-                    &temp,
-                    Some(self.cow),
-                    &tags,
-                ))
+            guard
+                .create_snapshot(&self.source, &temp, Some(self.cow), &tags)
                 .await
                 .map_err(|e| format!("snapshotting {vg}/{} for the clone: {e}", self.source))?;
             self.state
@@ -124,15 +112,15 @@ impl Filler {
             crate::crash::point("copy-after-data");
         }
         if self.clone {
-            let _vg = self.lvm.lock_vg(vg).await;
-            if let Err(e) = remove_owned(&self.lvm, &self.state, vg, &temp, &self.owner_tag).await {
+            let guard = self.lvm.lock_vg(vg).await;
+            if let Err(e) = remove_owned(&guard, &self.state, &temp, &self.owner_tag).await {
                 tracing::warn!(lv = %format!("{vg}/{temp}"), error = %e, "could not remove the clone's temporary snapshot; the next start-up removes it");
             }
         }
         result?;
         crate::crash::point("fill-before-complete");
-        let _vg = self.lvm.lock_vg(vg).await;
-        mark_complete(&self.lvm, &self.state, vg, &self.target).await?;
+        let guard = self.lvm.lock_vg(vg).await;
+        mark_complete(&guard, &self.state, &self.target).await?;
         Ok(())
     }
 
@@ -140,9 +128,10 @@ impl Filler {
         let vg = &self.vg;
         for lv in [read_from, self.target.as_str()] {
             if !std::path::Path::new(&format!("/dev/{vg}/{lv}")).exists() {
-                let _vg = self.lvm.lock_vg(vg).await;
                 self.lvm
-                    .ensure_device(vg, lv)
+                    .lock_vg(vg)
+                    .await
+                    .ensure_device(lv)
                     .await
                     .map_err(|e| format!("activating {vg}/{lv}: {e}"))?;
             }

@@ -1,14 +1,18 @@
 //! The LVM command layer. Everything carve asks of LVM passes through [`Lvm`]:
-//! one `lvm` binary, argv built by [`args`], output decoded by [`report`],
-//! failures classified by [`error`]. Writes to one VG are serialized (LVM would
-//! otherwise make them wait on its own lock, or fail with a lock error under
-//! load); reads run in parallel. [`LvmRunner`] is the seam unit tests script.
+//! one `lvm` binary, argv built by [`args`], output decoded by [`report`] (with
+//! `lv_attr` typed by [`attr`]), failures classified by [`error`]. [`Lvm`]
+//! itself only reads; every command that changes a VG is a method of the
+//! [`VgGuard`] that [`Lvm::lock_vg`] returns, so writes to one VG are
+//! serialized by construction (LVM would otherwise make them wait on its own
+//! lock, or fail with a lock error under load), while reads run in parallel.
+//! [`LvmRunner`] is the seam unit tests script.
 
 pub mod args;
 pub mod attr;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
+mod guard;
 pub mod report;
 
 use std::collections::HashMap;
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 pub use error::{LvmError, LvmErrorKind};
+pub use guard::VgGuard;
 pub use report::{LvInfo, LvmState, VgInfo};
 
 use crate::host::exec;
@@ -70,7 +75,7 @@ impl Lvm {
         }
     }
 
-    async fn call(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
+    pub(super) async fn call(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
         let line = exec::display("lvm", &args);
         let started = Instant::now();
         let out = self.runner.run(args).await?;
@@ -82,14 +87,15 @@ impl Lvm {
         }
     }
 
-    /// The write lock of one VG. Held across a check-then-act sequence (look up,
-    /// verify ownership, then remove) so no other carve write interleaves.
-    pub async fn lock_vg(&self, vg: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// The write lock of one VG, and through it the only way to change the VG
+    /// (see [`VgGuard`]). Held across a check-then-act sequence (look up, verify
+    /// ownership, then remove) so no other carve write interleaves.
+    pub async fn lock_vg(&self, vg: &str) -> VgGuard<'_> {
         let m = {
             let mut map = self.vg_locks.lock().expect("vg lock map poisoned");
             map.entry(vg.to_string()).or_default().clone()
         };
-        m.lock_owned().await
+        VgGuard::new(self, vg, m.lock_owned().await)
     }
 
     /// All VGs and LVs in one lvm call.
@@ -109,52 +115,6 @@ impl Lvm {
         let line = exec::display("lvm", &args);
         let out = self.call(args).await?;
         report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
-    }
-
-    /// Creates an LV. Call with the VG's lock held.
-    pub async fn create(&self, spec: &args::CreateLv<'_>) -> Result<(), LvmError> {
-        self.call(args::lvcreate(spec)).await.map(drop)
-    }
-
-    /// Removes an LV if, and only if, it carries `owner_tag` and is no snapshot
-    /// origin (LVM checks both under its own VG lock). Returns whether it was
-    /// removed; `false` means the selection did not match. Call with carve's VG
-    /// lock held.
-    pub async fn remove(&self, vg: &str, lv: &str, owner_tag: &str) -> Result<bool, LvmError> {
-        let out = self.call(args::lvremove(vg, lv, owner_tag)).await?;
-        Ok(out.stdout.contains("successfully removed"))
-    }
-
-    /// Grows an LV to `size_bytes`. Call with the VG's lock held.
-    pub async fn extend(&self, vg: &str, lv: &str, size_bytes: u64) -> Result<(), LvmError> {
-        self.call(args::lvextend(vg, lv, size_bytes))
-            .await
-            .map(drop)
-    }
-
-    /// Runs any write built by [`args`]. Call with the VG's lock held.
-    pub async fn write(&self, args: Vec<String>) -> Result<(), LvmError> {
-        self.call(args).await.map(drop)
-    }
-
-    /// Activates an LV.
-    pub async fn activate(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
-        self.call(args::lvchange_activate(vg, lv)).await.map(drop)
-    }
-
-    /// Makes sure `/dev/<vg>/<lv>` exists: activates the LV, and when its node
-    /// is still missing (an activation cut short), makes the nodes. Call with
-    /// the VG's lock held.
-    pub async fn ensure_device(&self, vg: &str, lv: &str) -> Result<(), LvmError> {
-        let node = format!("/dev/{vg}/{lv}");
-        if std::path::Path::new(&node).exists() {
-            return Ok(());
-        }
-        self.activate(vg, lv).await?;
-        if !std::path::Path::new(&node).exists() {
-            self.call(args::vgmknodes(vg, lv)).await?;
-        }
-        Ok(())
     }
 
     /// `lvm version`: proves the binary runs at all (start-up check).

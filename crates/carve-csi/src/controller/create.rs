@@ -206,12 +206,10 @@ impl ControllerService {
         let vg_lock = self.lvm.lock_vg(vg).await;
         let created = match (source, class.provisioning) {
             (Some(src), Provisioning::Thin) => {
-                self.lvm
-                    .write(args::lvcreate_thin_copy(vg, &src.lv.name, lv_name, &tags))
-                    .await
+                vg_lock.create_thin_copy(&src.lv.name, lv_name, &tags).await
             }
             _ => {
-                self.lvm
+                vg_lock
                     .create(&args::CreateLv {
                         class,
                         name: lv_name,

@@ -46,14 +46,14 @@ impl ControllerService {
     pub(crate) async fn remove_volume_lv(&self, lv: &LvInfo) -> CsiResult<()> {
         let (vg, name) = (lv.vg.as_str(), lv.name.as_str());
         self.jobs.cancel(&Self::job_key(vg, name)).await;
-        let _vg = self.lvm.lock_vg(vg).await;
+        let guard = self.lvm.lock_vg(vg).await;
         let temp = names::clone_temp_name(name);
         let has_temp = self
             .state
             .get()
             .is_some_and(|v| v.lvm.lv(vg, &temp).is_some_and(|t| self.owned(t)));
         if has_temp {
-            remove_owned(&self.lvm, &self.state, vg, &temp, &self.owner_tag())
+            remove_owned(&guard, &self.state, &temp, &self.owner_tag())
                 .await
                 .map_err(|e| {
                     CsiError::FailedPrecondition(format!(
@@ -63,7 +63,7 @@ impl ControllerService {
         }
         // The copy is stopped and its temporary snapshot gone; the volume next.
         carve_core::crash::point("delete-after-temp-removed");
-        match self.lvm.remove(vg, name, &self.owner_tag()).await {
+        match guard.remove(name, &self.owner_tag()).await {
             Ok(true) => {}
             Ok(false) => return self.explain_not_removed(vg, name).await,
             Err(e) if e.kind == LvmErrorKind::NotFound => {}

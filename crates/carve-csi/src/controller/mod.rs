@@ -490,7 +490,7 @@ impl ControllerService {
             .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
         let lv = self.volume_lv(&req.volume_id, false).await?;
         let _guard = self.guard(&format!("volume {}", req.volume_id), &lv.name)?;
-        let _vg = self.lvm.lock_vg(&lv.vg).await;
+        let guard = self.lvm.lock_vg(&lv.vg).await;
         // Under the lock, LVM's current word on the LV's size.
         let view = self
             .state
@@ -540,8 +540,8 @@ impl ControllerService {
             )));
         }
         tracing::info!(volume_id = %req.volume_id, from = lv.size, to = size, "expanding volume");
-        self.lvm
-            .extend(&lv.vg, &lv.name, size)
+        guard
+            .extend(&lv.name, size)
             .await
             .map_err(CsiError::lvm(format!("expanding volume {}", req.volume_id)))?;
         self.state.apply(Change::Resized {

@@ -126,10 +126,10 @@ impl ControllerService {
         let (vg, name) = (lv.vg.clone(), lv.name.clone());
         match class.provisioning {
             Provisioning::Thin => {
-                let _vg = self.lvm.lock_vg(&vg).await;
+                let guard = self.lvm.lock_vg(&vg).await;
                 if lv.size < size {
-                    self.lvm
-                        .extend(&vg, &name, size)
+                    guard
+                        .extend(&name, size)
                         .await
                         .map_err(CsiError::lvm(format!(
                             "growing restored volume {vg}/{name}"
@@ -140,7 +140,7 @@ impl ControllerService {
                         size,
                     });
                 }
-                fill::mark_complete(&self.lvm, &self.state, &vg, &name)
+                fill::mark_complete(&guard, &self.state, &name)
                     .await
                     .map_err(CsiError::Internal)?;
             }
@@ -266,15 +266,9 @@ impl ControllerService {
                 continue;
             }
             tracing::warn!(lv = %format!("{}/{}", temp.vg, temp.name), "removing a clone's temporary snapshot left by an interrupted copy");
-            let _vg = self.lvm.lock_vg(&temp.vg).await;
-            if let Err(e) = fill::remove_owned(
-                &self.lvm,
-                &self.state,
-                &temp.vg,
-                &temp.name,
-                &self.owner_tag(),
-            )
-            .await
+            let guard = self.lvm.lock_vg(&temp.vg).await;
+            if let Err(e) =
+                fill::remove_owned(&guard, &self.state, &temp.name, &self.owner_tag()).await
             {
                 tracing::warn!(error = %e, "could not remove it");
             }

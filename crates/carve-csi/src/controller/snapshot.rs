@@ -16,7 +16,7 @@ use crate::csi;
 use crate::error::{CsiError, CsiResult};
 use carve_core::config::Provisioning;
 use carve_core::engine::state::Change;
-use carve_core::lvm::{args, LvInfo, LvmErrorKind, LvmState};
+use carve_core::lvm::{LvInfo, LvmErrorKind, LvmState};
 use carve_core::names::LvKind;
 use carve_core::names::{self, VolumeId};
 
@@ -86,7 +86,7 @@ impl ControllerService {
             )));
         }
         let vg = src.vg.clone();
-        let _vg = self.lvm.lock_vg(&vg).await;
+        let guard = self.lvm.lock_vg(&vg).await;
         let view = self.view()?;
         if let Some(s) = self.existing_snapshot(&view.lvm, &snap_name, &req)? {
             return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
@@ -124,11 +124,8 @@ impl ControllerService {
             }
         };
         tracing::info!(name = %req.name, source = %req.source_volume_id, snapshot = %format!("{vg}/{snap_name}"), cow_bytes = ?cow, "creating snapshot");
-        match self
-            .lvm
-            .write(args::lvcreate_snapshot(
-                &vg, &src.name, &snap_name, cow, &tags,
-            ))
+        match guard
+            .create_snapshot(&src.name, &snap_name, cow, &tags)
             .await
         {
             Ok(()) => {}
@@ -233,8 +230,8 @@ impl ControllerService {
         // Restored and cloned volumes never depend on a snapshot LV: thin ones
         // are independent thin LVs, thick ones full copies.
         tracing::info!(snapshot_id = %req.snapshot_id, "deleting snapshot");
-        let _vg = self.lvm.lock_vg(&lv.vg).await;
-        match self.lvm.remove(&lv.vg, &lv.name, &self.owner_tag()).await {
+        let guard = self.lvm.lock_vg(&lv.vg).await;
+        match guard.remove(&lv.name, &self.owner_tag()).await {
             Ok(_) => {}
             Err(e) if e.kind == LvmErrorKind::NotFound => {}
             Err(e) if e.kind == LvmErrorKind::InUse => {

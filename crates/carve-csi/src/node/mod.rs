@@ -166,10 +166,11 @@ impl NodeService {
             return Ok(());
         }
         tracing::info!(lv = %format!("{}/{}", lv.vg, lv.name), "activating LV");
-        let _vg = self.controller.lvm.lock_vg(&lv.vg).await;
         self.controller
             .lvm
-            .ensure_device(&lv.vg, &lv.name)
+            .lock_vg(&lv.vg)
+            .await
+            .ensure_device(&lv.name)
             .await
             .map_err(CsiError::lvm(format!("activating {}/{}", lv.vg, lv.name)))?;
         self.controller.state.poke();
