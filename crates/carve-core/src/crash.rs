@@ -16,10 +16,7 @@ pub fn point(name: &'static str) {
     if armed.as_deref() == Some(name) {
         // stderr is unbuffered: the line is out before the signal lands.
         eprintln!("carve: crash point {name} reached: SIGKILL");
-        // SAFETY: plain syscalls; the process ends here.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        let _ = nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGKILL);
         // SIGKILL cannot be caught; never continue past the point.
         std::process::abort();
     }

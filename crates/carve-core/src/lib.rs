@@ -15,6 +15,8 @@
 //!   cloned volumes.
 //! - [`crash`]: named crash points, compiled in only for crash-safety tests.
 
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod crash;
 pub mod engine;

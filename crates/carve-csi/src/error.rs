@@ -141,6 +141,29 @@ pub async fn detached<T: Send + 'static>(
     )
 }
 
+/// [`detached`] for RPC bodies that make blocking system calls (mount,
+/// umount2, statvfs, stat, reading the mount table): the body runs on tokio's
+/// blocking pool, so one slow mount never stalls the async workers that serve
+/// every other RPC. Its lvm commands still run as async child processes,
+/// driven from that thread.
+pub async fn detached_blocking<T: Send + 'static>(
+    rpc: &'static str,
+    f: impl std::future::Future<Output = CsiResult<T>> + Send + 'static,
+) -> Result<tonic::Response<T>, Status> {
+    let runtime = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let r = runtime.block_on(f);
+        if let Err(e) = &r {
+            log_failure(rpc, e);
+        }
+        r
+    });
+    respond(
+        task.await
+            .unwrap_or_else(|e| Err(CsiError::Internal(format!("{rpc} handler failed: {e}")))),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 //! - [`server`]: the Unix socket and the gRPC server; [`grpc_compat`] lets
 //!   grpc-core clients in; [`client`] is a channel to a carve socket.
 
+#![forbid(unsafe_code)]
+
 pub mod capability;
 pub mod client;
 pub mod controller;

@@ -1,5 +1,7 @@
 //! `carve`: the CSI driver binary.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -109,15 +111,12 @@ fn main() -> std::process::ExitCode {
                 eprintln!("carve: --driver-name must not be empty");
                 return std::process::ExitCode::from(2);
             }
-            // One malloc arena: carve's few threads do little allocation, and
-            // per-thread arenas would keep freed memory as idle RSS.
-            // SAFETY: mallopt only tunes the allocator; called before any thread starts.
-            unsafe {
-                libc::mallopt(libc::M_ARENA_MAX, 1);
-            }
+            carve_core::host::ffi::limit_malloc_arenas();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
-                .max_blocking_threads(4)
+                // Node RPCs (mounts, stat) and block copies run on blocking
+                // threads, made only as needed.
+                .max_blocking_threads(32)
                 .enable_all()
                 .build()
                 .expect("tokio runtime");

@@ -852,7 +852,11 @@ async fn restart_converges_on_existing_lv_and_sigterm_is_graceful() {
     let mut first = first;
     // A client still connected must not hold shutdown up past the grace period.
     let held = first.controller().await;
-    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(s) = first.child.try_wait().unwrap() {

@@ -112,11 +112,12 @@ pub async fn run(
         }),
         Err(_) => {
             if let Some(pid) = pid {
-                // SAFETY: plain syscall; a negative pid addresses the process group
-                // the child leads (process_group(0) above).
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGKILL);
-                }
+                // The child leads its own process group (process_group(0)):
+                // the whole group goes, helpers lvm or mkfs forked included.
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             Err(ExecError::Timeout {
                 program: program.to_string(),
@@ -182,9 +183,8 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_kills_the_whole_process_group() {
-        let dir = std::env::temp_dir().join(format!("carve-exec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let marker = dir.join("grandchild.pid");
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("grandchild.pid");
         // The grandchild records its pid, then sleeps; it must die with the group.
         let script = format!("sh -c 'echo $$ > {}; sleep 30' & wait", marker.display());
         let err = run("sh", &s(&["-c", &script]), &[], Duration::from_millis(300))
@@ -197,13 +197,12 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // SAFETY: signal 0 only probes for existence.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        // Signal 0 only probes for existence; a zombie awaits its reaper.
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
         let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| s.contains(") Z "))
-            .unwrap_or(true);
+            .unwrap_or(false);
         assert!(!alive || zombie, "grandchild {pid} survived the timeout");
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]

@@ -4,6 +4,8 @@
 pub mod blkid;
 pub mod copy;
 pub mod exec;
+#[allow(unsafe_code)]
+pub mod ffi;
 pub mod fs;
 pub mod mount;
 pub mod mountinfo;

@@ -17,7 +17,7 @@ use crate::capability;
 use crate::controller::{ControllerService, TOPOLOGY_KEY};
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::{self, node_server::Node};
-use crate::error::{detached, logged, CsiError, CsiResult};
+use crate::error::{detached_blocking, CsiError, CsiResult};
 use crate::params::VolumeContext;
 use carve_core::host::fs::FsType;
 use carve_core::host::fs::{self, Signature};
@@ -589,7 +589,7 @@ impl Node for NodeService {
         r: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let me = self.clone();
-        detached(
+        detached_blocking(
             "NodeStageVolume",
             async move { me.stage(r.into_inner()).await },
         )
@@ -601,7 +601,7 @@ impl Node for NodeService {
         r: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         let me = self.clone();
-        detached("NodeUnstageVolume", async move {
+        detached_blocking("NodeUnstageVolume", async move {
             me.unstage(r.into_inner()).await
         })
         .await
@@ -612,7 +612,7 @@ impl Node for NodeService {
         r: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let me = self.clone();
-        detached("NodePublishVolume", async move {
+        detached_blocking("NodePublishVolume", async move {
             me.publish(r.into_inner()).await
         })
         .await
@@ -623,7 +623,7 @@ impl Node for NodeService {
         r: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         let me = self.clone();
-        detached("NodeUnpublishVolume", async move {
+        detached_blocking("NodeUnpublishVolume", async move {
             me.unpublish(r.into_inner()).await
         })
         .await
@@ -633,7 +633,11 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
-        logged("NodeGetVolumeStats", self.stats(r.into_inner())).await
+        let me = self.clone();
+        detached_blocking("NodeGetVolumeStats", async move {
+            me.stats(r.into_inner()).await
+        })
+        .await
     }
 
     async fn node_expand_volume(
@@ -641,7 +645,7 @@ impl Node for NodeService {
         r: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let me = self.clone();
-        detached("NodeExpandVolume", async move {
+        detached_blocking("NodeExpandVolume", async move {
             me.expand(r.into_inner()).await
         })
         .await
