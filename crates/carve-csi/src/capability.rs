@@ -5,21 +5,41 @@ use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::VolumeCapability;
 use carve_core::host::fs::FsType;
 
+/// Why carve cannot honour a volume capability (always InvalidArgument where
+/// a request carries it; ValidateVolumeCapabilities reports it as its message).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("volume_capabilities must not be empty")]
+    None,
+    #[error("volume capability has no access type (block or mount)")]
+    NoAccessType,
+    #[error("volume capability has no access mode")]
+    NoAccessMode,
+    #[error("access mode {0} is not a known mode")]
+    UnknownMode(i32),
+    #[error("access mode {0} needs several nodes; a carve volume lives on one node")]
+    MultiNode(&'static str),
+    #[error("{0}")]
+    Filesystem(String),
+}
+
 /// `Ok` if carve supports the capability, else why not.
-pub fn check(cap: &VolumeCapability) -> Result<(), String> {
+pub fn check(cap: &VolumeCapability) -> Result<(), CapabilityError> {
     match &cap.access_type {
-        None => return Err("volume capability has no access type (block or mount)".into()),
+        None => return Err(CapabilityError::NoAccessType),
         Some(AccessType::Block(_)) => {}
         Some(AccessType::Mount(m)) => {
             if !m.fs_type.is_empty() {
-                m.fs_type.parse::<FsType>()?;
+                m.fs_type
+                    .parse::<FsType>()
+                    .map_err(CapabilityError::Filesystem)?;
             }
         }
     }
     let mode = cap
         .access_mode
         .as_ref()
-        .ok_or("volume capability has no access mode")?
+        .ok_or(CapabilityError::NoAccessMode)?
         .mode;
     match Mode::try_from(mode) {
         Ok(
@@ -28,17 +48,14 @@ pub fn check(cap: &VolumeCapability) -> Result<(), String> {
             | Mode::SingleNodeSingleWriter
             | Mode::SingleNodeMultiWriter,
         ) => Ok(()),
-        Ok(Mode::Unknown) | Err(_) => Err(format!("access mode {mode} is not a known mode")),
-        Ok(m) => Err(format!(
-            "access mode {} needs several nodes; a carve volume lives on one node",
-            m.as_str_name()
-        )),
+        Ok(Mode::Unknown) | Err(_) => Err(CapabilityError::UnknownMode(mode)),
+        Ok(m) => Err(CapabilityError::MultiNode(m.as_str_name())),
     }
 }
 
-pub fn check_all(caps: &[VolumeCapability]) -> Result<(), String> {
+pub fn check_all(caps: &[VolumeCapability]) -> Result<(), CapabilityError> {
     if caps.is_empty() {
-        return Err("volume_capabilities must not be empty".into());
+        return Err(CapabilityError::None);
     }
     caps.iter().try_for_each(check)
 }

@@ -1,122 +1,218 @@
-//! The one way carve turns a failure into a gRPC status. Every variant names the
-//! CSI code it maps to; LVM failures map by their classified kind, so no case
-//! that can be named ever reaches the client as UNKNOWN.
+//! How failures become gRPC statuses. Every RPC has its own error enum, in
+//! the module that serves it, whose variants are the ways that RPC can fail;
+//! an exhaustive match ([`RpcError::code`]) gives each the code the CSI spec
+//! names, so no case that can be named reaches a client as UNKNOWN. Causes
+//! several RPCs share (a busy volume, an ID that names nothing here, a failed
+//! lvm command or node tool) are types of their own, embedded by the RPCs
+//! that can meet them. The status message is the error with its whole cause
+//! chain, and it is logged once, at the RPC boundary ([`logged`], [`detached`]).
 
+use std::error::Error;
+
+use carve_core::host::fs::CommandError;
+use carve_core::lvm::{LvmError, LvmErrorKind};
 use tonic::{Code, Status};
 
-use carve_core::lvm::{LvmError, LvmErrorKind};
+/// An RPC's failure: which gRPC code it is.
+pub trait RpcError: Error + Send + 'static {
+    fn code(&self) -> Code;
+}
 
+/// The error and every cause below it: `what failed: why: the lvm stderr`.
+pub fn chain(e: &dyn Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let m = c.to_string();
+        if !s.ends_with(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+/// `impl From<E> for Status` for each RPC error enum: its code, its chain.
+macro_rules! into_status {
+    ($($t:ty),+ $(,)?) => {$(
+        impl From<$t> for tonic::Status {
+            fn from(e: $t) -> tonic::Status {
+                tonic::Status::new(
+                    $crate::error::RpcError::code(&e),
+                    $crate::error::chain(&e),
+                )
+            }
+        }
+    )+};
+}
+pub(crate) use into_status;
+
+/// Another operation on the same volume or snapshot is running: the CSI
+/// spec's "operation pending for volume".
 #[derive(Debug, thiserror::Error)]
-pub enum CsiError {
-    #[error("{0}")]
-    InvalidArgument(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    AlreadyExists(String),
-    #[error("{0}")]
-    OutOfRange(String),
-    #[error("{0}")]
-    ResourceExhausted(String),
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Aborted(String),
-    #[error("{0}")]
-    Unavailable(String),
-    /// A failure of carve's own work that no other code describes (a block
-    /// copy that hit an I/O error, say).
-    #[error("{0}")]
-    Internal(String),
-    #[error("{context}: {source}")]
-    Command {
-        context: String,
-        #[source]
-        source: carve_core::host::fs::CommandError,
+#[error("an operation on {0} is already in progress")]
+pub struct Busy(pub String);
+
+/// LVM has not answered since carve started.
+#[derive(Debug, thiserror::Error)]
+#[error("LVM state is not known yet: {0}")]
+pub struct NotReady(pub String);
+
+/// An lvm command failed; the code follows what lvm said.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct LvmFailure {
+    pub context: String,
+    #[source]
+    pub source: LvmError,
+}
+
+impl LvmFailure {
+    pub fn ctx(context: impl Into<String>) -> impl FnOnce(LvmError) -> LvmFailure {
+        let context = context.into();
+        move |source| LvmFailure { context, source }
+    }
+}
+
+/// A node tool (mkfs, mount, a filesystem resize) failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct ToolFailure {
+    pub context: String,
+    #[source]
+    pub source: CommandError,
+}
+
+impl ToolFailure {
+    pub fn ctx(context: impl Into<String>) -> impl FnOnce(CommandError) -> ToolFailure {
+        let context = context.into();
+        move |source| ToolFailure { context, source }
+    }
+}
+
+/// What an ID names is not on this node (or the ID is missing).
+#[derive(Debug, thiserror::Error)]
+pub enum Missing {
+    #[error("{0} is required")]
+    Required(&'static str),
+    #[error("{what} {id:?} does not exist on node {node}")]
+    Gone {
+        what: &'static str,
+        id: String,
+        node: String,
     },
-    #[error("{context}: {source}")]
-    Lvm {
-        context: String,
-        #[source]
-        source: LvmError,
+    #[error("{what} {id:?} is on node {holder}, not on this node ({node})")]
+    Elsewhere {
+        what: &'static str,
+        id: String,
+        holder: String,
+        node: String,
     },
 }
 
-pub type CsiResult<T> = Result<T, CsiError>;
+/// Looking up the LV an ID names.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Missing(#[from] Missing),
+    #[error(transparent)]
+    Read(#[from] LvmFailure),
+}
 
-impl CsiError {
-    pub fn lvm(context: impl Into<String>) -> impl FnOnce(LvmError) -> CsiError {
-        let context = context.into();
-        move |source| CsiError::Lvm { context, source }
+impl RpcError for Busy {
+    fn code(&self) -> Code {
+        Code::Aborted
     }
+}
 
-    pub fn command(
-        context: impl Into<String>,
-    ) -> impl FnOnce(carve_core::host::fs::CommandError) -> CsiError {
-        let context = context.into();
-        move |source| CsiError::Command { context, source }
+impl RpcError for NotReady {
+    fn code(&self) -> Code {
+        Code::Unavailable
     }
+}
 
-    pub fn code(&self) -> Code {
-        match self {
-            CsiError::InvalidArgument(_) => Code::InvalidArgument,
-            CsiError::NotFound(_) => Code::NotFound,
-            CsiError::AlreadyExists(_) => Code::AlreadyExists,
-            CsiError::OutOfRange(_) => Code::OutOfRange,
-            CsiError::ResourceExhausted(_) => Code::ResourceExhausted,
-            CsiError::FailedPrecondition(_) => Code::FailedPrecondition,
-            CsiError::Aborted(_) => Code::Aborted,
-            CsiError::Unavailable(_) => Code::Unavailable,
-            CsiError::Internal(_) => Code::Internal,
-            // mkfs, mount, resize: a failure of the node's own tools.
-            CsiError::Command { .. } => Code::Internal,
-            CsiError::Lvm { source, .. } => match source.kind {
-                LvmErrorKind::NotFound => Code::NotFound,
-                LvmErrorKind::NoSpace => Code::ResourceExhausted,
-                LvmErrorKind::Exists => Code::AlreadyExists,
-                LvmErrorKind::InUse => Code::FailedPrecondition,
-                // Another LVM user holds the lock: retrying later will work.
-                LvmErrorKind::Locked => Code::Aborted,
-                LvmErrorKind::Timeout => Code::DeadlineExceeded,
-                LvmErrorKind::Spawn => Code::Unavailable,
-                LvmErrorKind::Parse | LvmErrorKind::Other => Code::Internal,
-            },
+impl RpcError for LvmFailure {
+    fn code(&self) -> Code {
+        match self.source.kind {
+            LvmErrorKind::NotFound => Code::NotFound,
+            LvmErrorKind::NoSpace => Code::ResourceExhausted,
+            LvmErrorKind::Exists => Code::AlreadyExists,
+            LvmErrorKind::InUse => Code::FailedPrecondition,
+            // Another LVM user holds the lock: retrying later will work.
+            LvmErrorKind::Locked => Code::Aborted,
+            LvmErrorKind::Timeout => Code::DeadlineExceeded,
+            LvmErrorKind::Spawn => Code::Unavailable,
+            LvmErrorKind::Parse | LvmErrorKind::Other => Code::Internal,
         }
     }
 }
 
-impl From<CsiError> for Status {
-    fn from(e: CsiError) -> Status {
-        Status::new(e.code(), e.to_string())
+impl RpcError for ToolFailure {
+    /// mkfs, mount, resize: a failure of the node's own tools.
+    fn code(&self) -> Code {
+        Code::Internal
     }
 }
 
-/// Logs a failed RPC once, at the boundary, with the full message; the
-/// client gets the same message in the status.
-fn log_failure(rpc: &'static str, e: &CsiError) {
+impl RpcError for Missing {
+    fn code(&self) -> Code {
+        match self {
+            Missing::Required(_) => Code::InvalidArgument,
+            Missing::Gone { .. } | Missing::Elsewhere { .. } => Code::NotFound,
+        }
+    }
+}
+
+impl RpcError for LookupError {
+    fn code(&self) -> Code {
+        match self {
+            LookupError::Missing(e) => e.code(),
+            LookupError::Read(e) => e.code(),
+        }
+    }
+}
+
+/// Logs a failed RPC once, at the boundary, with its cause chain; the client
+/// gets the same message in the status.
+fn log_failure<E: RpcError>(rpc: &'static str, e: &E) {
     let code = e.code();
+    let error = chain(e);
     match code {
         Code::Internal | Code::Unavailable | Code::DeadlineExceeded => {
-            tracing::error!(rpc, ?code, error = %e, "request failed")
+            tracing::error!(rpc, ?code, %error, "request failed")
         }
-        _ => tracing::info!(rpc, ?code, error = %e, "request refused"),
+        _ => tracing::info!(rpc, ?code, %error, "request refused"),
     }
-}
-
-fn respond<T>(r: CsiResult<T>) -> Result<tonic::Response<T>, Status> {
-    r.map(tonic::Response::new).map_err(Status::from)
 }
 
 /// Runs a read-only RPC body and logs its failure once.
-pub async fn logged<T>(
+pub async fn logged<T, E>(
     rpc: &'static str,
-    f: impl std::future::Future<Output = CsiResult<T>>,
-) -> Result<tonic::Response<T>, Status> {
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<tonic::Response<T>, Status>
+where
+    E: RpcError,
+    Status: From<E>,
+{
     let r = f.await;
     if let Err(e) = &r {
         log_failure(rpc, e);
     }
-    respond(r)
+    r.map(tonic::Response::new).map_err(Status::from)
+}
+
+fn joined<T, E>(
+    rpc: &'static str,
+    r: Result<Result<T, E>, tokio::task::JoinError>,
+) -> Result<tonic::Response<T>, Status>
+where
+    Status: From<E>,
+{
+    match r {
+        Ok(r) => r.map(tonic::Response::new).map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("{rpc} handler failed: {e}"))),
+    }
 }
 
 /// Runs an RPC body that changes something on a task of its own, so a client
@@ -124,10 +220,15 @@ pub async fn logged<T>(
 /// half-way: every step it started (an lvcreate, an mkfs, a mount) completes
 /// and is recorded, and the client's retry finds a settled state. Its failure
 /// is logged once, also when nobody waits for the answer any more.
-pub async fn detached<T: Send + 'static>(
+pub async fn detached<T, E>(
     rpc: &'static str,
-    f: impl std::future::Future<Output = CsiResult<T>> + Send + 'static,
-) -> Result<tonic::Response<T>, Status> {
+    f: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<tonic::Response<T>, Status>
+where
+    T: Send + 'static,
+    E: RpcError,
+    Status: From<E>,
+{
     let task = tokio::spawn(async move {
         let r = f.await;
         if let Err(e) = &r {
@@ -135,10 +236,7 @@ pub async fn detached<T: Send + 'static>(
         }
         r
     });
-    respond(
-        task.await
-            .unwrap_or_else(|e| Err(CsiError::Internal(format!("{rpc} handler failed: {e}")))),
-    )
+    joined(rpc, task.await)
 }
 
 /// [`detached`] for RPC bodies that make blocking system calls (mount,
@@ -146,10 +244,15 @@ pub async fn detached<T: Send + 'static>(
 /// blocking pool, so one slow mount never stalls the async workers that serve
 /// every other RPC. Its lvm commands still run as async child processes,
 /// driven from that thread.
-pub async fn detached_blocking<T: Send + 'static>(
+pub async fn detached_blocking<T, E>(
     rpc: &'static str,
-    f: impl std::future::Future<Output = CsiResult<T>> + Send + 'static,
-) -> Result<tonic::Response<T>, Status> {
+    f: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
+) -> Result<tonic::Response<T>, Status>
+where
+    T: Send + 'static,
+    E: RpcError,
+    Status: From<E>,
+{
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         let r = runtime.block_on(f);
@@ -158,32 +261,40 @@ pub async fn detached_blocking<T: Send + 'static>(
         }
         r
     });
-    respond(
-        task.await
-            .unwrap_or_else(|e| Err(CsiError::Internal(format!("{rpc} handler failed: {e}")))),
-    )
+    joined(rpc, task.await)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn lvm_kinds_map_to_named_codes() {
-        let mk = |kind| CsiError::Lvm {
-            context: "x".into(),
+    fn lvm(kind: LvmErrorKind) -> LvmFailure {
+        LvmFailure {
+            context: "creating volume \"x\"".into(),
             source: LvmError {
                 kind,
-                command: "lvm".into(),
-                detail: "d".into(),
+                command: "lvm lvcreate".into(),
+                detail: "exit status 5: no space".into(),
             },
-        };
-        assert_eq!(mk(LvmErrorKind::NoSpace).code(), Code::ResourceExhausted);
-        assert_eq!(mk(LvmErrorKind::InUse).code(), Code::FailedPrecondition);
-        assert_eq!(mk(LvmErrorKind::Locked).code(), Code::Aborted);
-        assert_eq!(mk(LvmErrorKind::NotFound).code(), Code::NotFound);
-        assert_eq!(mk(LvmErrorKind::Timeout).code(), Code::DeadlineExceeded);
-        let s: Status = mk(LvmErrorKind::Other).into();
-        assert_eq!(s.message(), "x: lvm: d");
+        }
+    }
+
+    #[test]
+    fn lvm_kinds_map_to_named_codes() {
+        assert_eq!(lvm(LvmErrorKind::NoSpace).code(), Code::ResourceExhausted);
+        assert_eq!(lvm(LvmErrorKind::InUse).code(), Code::FailedPrecondition);
+        assert_eq!(lvm(LvmErrorKind::Locked).code(), Code::Aborted);
+        assert_eq!(lvm(LvmErrorKind::NotFound).code(), Code::NotFound);
+        assert_eq!(lvm(LvmErrorKind::Timeout).code(), Code::DeadlineExceeded);
+        assert_eq!(lvm(LvmErrorKind::Other).code(), Code::Internal);
+    }
+
+    #[test]
+    fn the_message_is_the_whole_chain() {
+        let e = LookupError::from(lvm(LvmErrorKind::Other));
+        assert_eq!(
+            chain(&e),
+            "creating volume \"x\": lvm lvcreate: exit status 5: no space"
+        );
     }
 }

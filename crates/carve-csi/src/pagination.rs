@@ -3,8 +3,6 @@
 //! when entries are added or that very entry is deleted. Tokens carry a prefix
 //! and hex encoding so a token carve never issued is recognised (ABORTED).
 
-use crate::error::{CsiError, CsiResult};
-
 const TOKEN_PREFIX: &str = "carve1.";
 
 pub fn encode_token(after_id: &str) -> String {
@@ -24,22 +22,37 @@ pub fn decode_token(token: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-/// Refuses a negative `max_entries` (InvalidArgument) or a token carve did not
-/// issue (ABORTED); returns the ID the page starts after.
-pub fn check(max_entries: i32, starting_token: &str) -> CsiResult<Option<String>> {
+/// A page request carve cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("max_entries must not be negative")]
+    Negative,
+    #[error("starting_token {0:?} was not issued by carve")]
+    UnknownToken(String),
+}
+
+impl crate::error::RpcError for PageError {
+    fn code(&self) -> tonic::Code {
+        match self {
+            PageError::Negative => tonic::Code::InvalidArgument,
+            // The CSI spec's answer to a token the plugin does not know.
+            PageError::UnknownToken(_) => tonic::Code::Aborted,
+        }
+    }
+}
+
+/// Refuses a negative `max_entries` or a token carve did not issue; returns
+/// the ID the page starts after.
+pub fn check(max_entries: i32, starting_token: &str) -> Result<Option<String>, PageError> {
     if max_entries < 0 {
-        return Err(CsiError::InvalidArgument(
-            "max_entries must not be negative".into(),
-        ));
+        return Err(PageError::Negative);
     }
     if starting_token.is_empty() {
         return Ok(None);
     }
-    decode_token(starting_token).map(Some).ok_or_else(|| {
-        CsiError::Aborted(format!(
-            "starting_token {starting_token:?} was not issued by carve"
-        ))
-    })
+    decode_token(starting_token)
+        .map(Some)
+        .ok_or_else(|| PageError::UnknownToken(starting_token.to_string()))
 }
 
 /// One page of `items` (any order; sorted here by `id`) after the request's
@@ -49,7 +62,7 @@ pub fn page<T>(
     id: impl Fn(&T) -> &str,
     max_entries: i32,
     starting_token: &str,
-) -> CsiResult<(Vec<T>, String)> {
+) -> Result<(Vec<T>, String), PageError> {
     let after = check(max_entries, starting_token)?;
     items.sort_by(|a, b| id(a).cmp(id(b)));
     let start = after.map_or(0, |a| items.partition_point(|x| id(x) <= a.as_str()));
@@ -94,11 +107,11 @@ mod tests {
         assert_eq!((p3, t3), (ids(&["d"]), String::new()));
         assert!(matches!(
             page(ids(&["a"]), |s| s.as_str(), 0, "bogus"),
-            Err(CsiError::Aborted(_))
+            Err(PageError::UnknownToken(_))
         ));
         assert!(matches!(
             page(ids(&["a"]), |s| s.as_str(), -1, ""),
-            Err(CsiError::InvalidArgument(_))
+            Err(PageError::Negative)
         ));
     }
 }

@@ -57,9 +57,20 @@ fn decode<T: serde::de::DeserializeOwned>(map: &HashMap<String, String>) -> Resu
     T::deserialize(value).map_err(|e| e.to_string())
 }
 
+/// Parameters carve does not accept (InvalidArgument).
+#[derive(Debug, thiserror::Error)]
+#[error("parameters: {0}")]
+pub struct BadParams(pub String);
+
+impl crate::error::RpcError for BadParams {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::InvalidArgument
+    }
+}
+
 impl Params {
-    pub fn parse(map: &HashMap<String, String>) -> Result<Params, String> {
-        decode(map).map_err(|e| format!("parameters: {e}"))
+    pub fn parse(map: &HashMap<String, String>) -> Result<Params, BadParams> {
+        decode(map).map_err(BadParams)
     }
 }
 
@@ -140,9 +151,11 @@ mod tests {
     fn refuses_unknown_keys_and_filesystems() {
         assert!(Params::parse(&m(&[("carve.dev/devcie-class", "x")]))
             .unwrap_err()
+            .to_string()
             .contains("devcie-class"));
         assert!(Params::parse(&m(&[(FS_TYPE, "ntfs")]))
             .unwrap_err()
+            .to_string()
             .contains("ntfs"));
         assert!(
             Params::parse(&m(&[(FS_TYPE, "xfs"), (FS_TYPE_SHORT, "ext4")])).is_err(),

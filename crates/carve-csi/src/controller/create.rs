@@ -7,17 +7,111 @@
 
 use std::time::Duration;
 
-use crate::capability;
-use crate::controller::restore::Source;
-use crate::controller::ControllerService;
-use crate::csi::{self, volume_capability::AccessType};
-use crate::error::{CsiError, CsiResult};
-use crate::params::Params;
 use carve_core::config::{DeviceClass, Provisioning};
+use carve_core::engine::capacity::{CapacityError, ClassCapacity};
 use carve_core::engine::state::Change;
 use carve_core::host::fs::FsType;
 use carve_core::lvm::{args, LvInfo, LvmErrorKind, LvmState};
 use carve_core::names;
+use tonic::Code;
+
+use super::delete::RemoveError;
+use super::restore::{FinishError, Source, SourceError};
+use super::size::{fits_range, SizeError};
+use super::{ControllerService, NotThisNode, UnknownClass};
+use crate::capability::{self, CapabilityError};
+use crate::csi::{self, volume_capability::AccessType};
+use crate::error::{into_status, Busy, LvmFailure, NotReady, RpcError};
+use crate::params::{BadParams, Params};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateVolumeError {
+    #[error("name is required")]
+    NoName,
+    #[error("name is longer than 1024 bytes")]
+    NameTooLong,
+    #[error(transparent)]
+    Capability(#[from] CapabilityError),
+    #[error(transparent)]
+    Params(#[from] BadParams),
+    #[error("volume capabilities ask for two filesystems, {0} and {1}")]
+    TwoFilesystems(FsType, FsType),
+    #[error("parameter fsType {param} contradicts the capability's fs_type {cap}")]
+    FsConflict { param: FsType, cap: FsType },
+    #[error(transparent)]
+    Class(#[from] UnknownClass),
+    #[error(transparent)]
+    Topology(#[from] NotThisNode),
+    #[error(transparent)]
+    Size(#[from] SizeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("content source {id} holds {size} bytes; the requested range ({required}..{limit}) is smaller")]
+    SmallerThanSource {
+        id: String,
+        size: u64,
+        required: u64,
+        limit: u64,
+    },
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error("device class {class} cannot be used now")]
+    ClassUnusable {
+        class: String,
+        #[source]
+        source: CapacityError,
+    },
+    #[error("the capacity of device class {0} is not computed yet")]
+    NotComputed(String),
+    #[error("device class {class} can hold at most {max} bytes in one volume now ({available} available); {requested} requested")]
+    NoRoom {
+        class: String,
+        max: u64,
+        available: u64,
+        requested: u64,
+    },
+    #[error("volume {name:?} exists with {why}")]
+    Conflict { name: String, why: String },
+    #[error(transparent)]
+    Lvm(#[from] LvmFailure),
+    #[error(transparent)]
+    Finish(#[from] FinishError),
+    #[error(transparent)]
+    Remove(#[from] RemoveError),
+}
+
+impl RpcError for CreateVolumeError {
+    fn code(&self) -> Code {
+        use CreateVolumeError as E;
+        match self {
+            E::NoName | E::NameTooLong | E::TwoFilesystems(..) | E::FsConflict { .. } => {
+                Code::InvalidArgument
+            }
+            E::Capability(_) => Code::InvalidArgument,
+            E::Params(e) => e.code(),
+            E::Class(e) => e.code(),
+            E::Topology(e) => e.code(),
+            E::Size(e) => e.code(),
+            E::Source(e) => e.code(),
+            E::SmallerThanSource { .. } => Code::OutOfRange,
+            E::Busy(e) => e.code(),
+            E::NotReady(e) => e.code(),
+            E::ClassUnusable { .. } => Code::FailedPrecondition,
+            E::NotComputed(_) => Code::Unavailable,
+            E::NoRoom { .. } => Code::ResourceExhausted,
+            E::Conflict { .. } => Code::AlreadyExists,
+            E::Lvm(e) => e.code(),
+            E::Finish(e) => e.code(),
+            E::Remove(e) => e.code(),
+        }
+    }
+}
+
+into_status!(CreateVolumeError);
+
+type Result<T, E = CreateVolumeError> = std::result::Result<T, E>;
 
 /// A CreateVolumeRequest, validated.
 pub(crate) struct Wanted<'a> {
@@ -28,55 +122,71 @@ pub(crate) struct Wanted<'a> {
     pub fs_type: Option<FsType>,
 }
 
-fn fits_range(size: u64, range: Option<&csi::CapacityRange>) -> bool {
-    range.is_none_or(|r| {
-        size >= r.required_bytes.max(0) as u64
-            && (r.limit_bytes <= 0 || size <= r.limit_bytes as u64)
-    })
-}
-
 /// The filesystem a request asks for: the StorageClass parameter, or the
 /// capabilities' fs_type (external-provisioner passes `csi.storage.k8s.io/fstype`
 /// there); both, or several capabilities, must agree.
-fn requested_fs(params: &Params, caps: &[csi::VolumeCapability]) -> CsiResult<Option<FsType>> {
+fn requested_fs(params: &Params, caps: &[csi::VolumeCapability]) -> Result<Option<FsType>> {
     let mut from_caps: Option<FsType> = None;
     for c in caps {
         if let Some(AccessType::Mount(m)) = &c.access_type {
             if m.fs_type.is_empty() {
                 continue;
             }
-            let fs: FsType = m.fs_type.parse().map_err(CsiError::InvalidArgument)?;
+            let fs: FsType = m.fs_type.parse().map_err(CapabilityError::Filesystem)?;
             match from_caps {
-                Some(f) if f != fs => {
-                    return Err(CsiError::InvalidArgument(format!(
-                        "volume capabilities ask for two filesystems, {f} and {fs}"
-                    )))
-                }
+                Some(f) if f != fs => return Err(CreateVolumeError::TwoFilesystems(f, fs)),
                 _ => from_caps = Some(fs),
             }
         }
     }
     match (params.fs_type, from_caps) {
-        (Some(p), Some(c)) if p != c => Err(CsiError::InvalidArgument(format!(
-            "parameter fsType {p} contradicts the capability's fs_type {c}"
-        ))),
+        (Some(param), Some(cap)) if param != cap => {
+            Err(CreateVolumeError::FsConflict { param, cap })
+        }
         (Some(p), _) => Ok(Some(p)),
         (None, c) => Ok(c),
     }
 }
 
+/// How long a CreateVolume may wait for a copy: until shortly before the
+/// caller's own deadline (so it hears progress, not DeadlineExceeded), or the
+/// configured wait when the caller set none.
+pub(super) fn copy_wait(metadata: &tonic::metadata::MetadataMap, configured: Duration) -> Duration {
+    match metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+    {
+        Some(d) => d.saturating_sub((d / 10).max(Duration::from_secs(1))),
+        None => configured,
+    }
+}
+
+/// The gRPC `grpc-timeout` header: an integer and a unit (H M S m u n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 impl ControllerService {
-    fn wanted<'a>(&'a self, req: &'a csi::CreateVolumeRequest) -> CsiResult<Wanted<'a>> {
+    fn wanted<'a>(&'a self, req: &'a csi::CreateVolumeRequest) -> Result<Wanted<'a>> {
         if req.name.is_empty() {
-            return Err(CsiError::InvalidArgument("name is required".into()));
+            return Err(CreateVolumeError::NoName);
         }
         if req.name.len() > 1024 {
-            return Err(CsiError::InvalidArgument(
-                "name is longer than 1024 bytes".into(),
-            ));
+            return Err(CreateVolumeError::NameTooLong);
         }
-        capability::check_all(&req.volume_capabilities).map_err(CsiError::InvalidArgument)?;
-        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
+        capability::check_all(&req.volume_capabilities)?;
+        let params = Params::parse(&req.parameters)?;
         let fs_type = requested_fs(&params, &req.volume_capabilities)?;
         let class = self.pick_class(&params)?;
         self.check_topology(req.accessibility_requirements.as_ref())?;
@@ -94,7 +204,7 @@ impl ControllerService {
         &self,
         req: csi::CreateVolumeRequest,
         copy_wait: Duration,
-    ) -> CsiResult<csi::CreateVolumeResponse> {
+    ) -> Result<csi::CreateVolumeResponse> {
         let want = self.wanted(&req)?;
         let lv_name = names::lv_name(&req.name);
         let source = match &req.volume_content_source {
@@ -104,49 +214,28 @@ impl ControllerService {
                 Err(e) => {
                     // A volume half made from a source that is gone now can
                     // never be finished: it goes, and the error is final.
-                    if matches!(e, CsiError::NotFound(_)) {
+                    if matches!(e, SourceError::Gone { .. }) {
                         self.drop_unfinished(&req.name, &lv_name).await?;
                     }
-                    return Err(e);
+                    return Err(e.into());
                 }
             },
         };
-        let _guard = self.guard(&format!("volume {:?}", req.name), &lv_name)?;
+        let _busy = self.guard(&format!("volume {:?}", req.name), &lv_name)?;
         let view = self.view()?;
         let class = want.class;
-        let cap = match view.capacity.get(&class.name) {
-            Some(Ok(c)) => c.clone(),
-            Some(Err(e)) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "device class {}: {e}",
-                    class.name
-                )))
-            }
-            None => return Err(CsiError::Unavailable("capacity not computed yet".into())),
-        };
-        let mut size = super::choose_size(req.capacity_range.as_ref(), cap.granule)?;
-        if let Some(src) = &source {
-            let (required, limit) = req.capacity_range.as_ref().map_or((0, 0), |r| {
-                (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)
-            });
-            if (limit > 0 && limit < src.size) || (required > 0 && required < src.size) {
-                return Err(CsiError::OutOfRange(format!(
-                    "content source {} holds {} bytes; the requested range ({required}..{limit}) is smaller",
-                    src.id, src.size
-                )));
-            }
-            if required == 0 {
-                size = src.size.div_ceil(cap.granule) * cap.granule;
-            }
-        }
+        let cap = self.class_capacity(class, &view.capacity)?;
+        let size = target_size(&req, &cap, source.as_ref())?;
         let lv = match self.existing(&view.lvm, &req, &want, &lv_name)? {
             Some(lv) => lv,
             None => {
                 if size > cap.maximum_volume_size {
-                    return Err(CsiError::ResourceExhausted(format!(
-                        "device class {} can hold at most {} bytes in one volume now ({} available); {size} requested",
-                        class.name, cap.maximum_volume_size, cap.available
-                    )));
+                    return Err(CreateVolumeError::NoRoom {
+                        class: class.name.clone(),
+                        max: cap.maximum_volume_size,
+                        available: cap.available,
+                        requested: size,
+                    });
                 }
                 self.create_lv(&req, &want, &lv_name, size, source.as_ref())
                     .await?
@@ -161,16 +250,28 @@ impl ControllerService {
         })
     }
 
-    /// Runs the lvcreate of a new volume (tagged incomplete when more steps
-    /// follow) and records it in the cache.
-    async fn create_lv(
+    fn class_capacity(
         &self,
-        req: &csi::CreateVolumeRequest,
-        want: &Wanted<'_>,
-        lv_name: &str,
-        size: u64,
-        source: Option<&Source>,
-    ) -> CsiResult<LvInfo> {
+        class: &DeviceClass,
+        capacity: &std::collections::BTreeMap<
+            String,
+            std::result::Result<ClassCapacity, CapacityError>,
+        >,
+    ) -> Result<ClassCapacity> {
+        match capacity.get(&class.name) {
+            Some(Ok(c)) => Ok(c.clone()),
+            Some(Err(e)) => Err(CreateVolumeError::ClassUnusable {
+                class: class.name.clone(),
+                source: e.clone(),
+            }),
+            None => Err(CreateVolumeError::NotComputed(class.name.clone())),
+        }
+    }
+
+    /// The tags a new volume carries: owner, name, class, source, fs type, the
+    /// CO's metadata, and `incomplete` when more steps follow the lvcreate
+    /// (thick: a block copy; thin: an lvextend when larger than its source).
+    fn tags(&self, want: &Wanted<'_>, size: u64, source: Option<&Source>) -> Vec<String> {
         let class = want.class;
         let mut tags = vec![
             self.owner_tag(),
@@ -179,8 +280,6 @@ impl ControllerService {
         ];
         if let Some(src) = source {
             tags.push(names::tag(names::TAG_SOURCE, &src.id));
-            // Thick: a block copy follows. Thin: an lvextend follows when the
-            // volume is to be larger than its source.
             let more = match class.provisioning {
                 Provisioning::Thick => true,
                 Provisioning::Thin => size > src.lv.size,
@@ -201,6 +300,21 @@ impl ControllerService {
                 tags.push(names::tag(key, v));
             }
         }
+        tags
+    }
+
+    /// Runs the lvcreate of a new volume (tagged incomplete when more steps
+    /// follow) and records it in the cache.
+    async fn create_lv(
+        &self,
+        req: &csi::CreateVolumeRequest,
+        want: &Wanted<'_>,
+        lv_name: &str,
+        size: u64,
+        source: Option<&Source>,
+    ) -> Result<LvInfo> {
+        let class = want.class;
+        let tags = self.tags(want, size, source);
         let vg = &class.volume_group;
         tracing::info!(name = %req.name, lv = %format!("{vg}/{lv_name}"), size, class = %class.name, source = ?source.map(|s| &s.id), "creating volume");
         let vg_lock = self.lvm.lock_vg(vg).await;
@@ -227,34 +341,29 @@ impl ControllerService {
                     .state
                     .refresh_vg(vg)
                     .await
-                    .map_err(CsiError::lvm("reading LVM state"))?;
+                    .map_err(LvmFailure::ctx("reading LVM state"))?;
                 return match self.existing(&fresh.lvm, req, want, lv_name)? {
                     Some(lv) => Ok(lv),
-                    None => Err(CsiError::AlreadyExists(format!(
-                        "LV {vg}/{lv_name} exists but is not carve's volume {:?}",
-                        req.name
-                    ))),
+                    None => Err(CreateVolumeError::Conflict {
+                        name: req.name.clone(),
+                        why: format!("an LV {vg}/{lv_name} that is not carve's volume"),
+                    }),
                 };
             }
-            Err(e) => return Err(CsiError::lvm(format!("creating volume {:?}", req.name))(e)),
+            Err(e) => {
+                return Err(LvmFailure::ctx(format!("creating volume {:?}", req.name))(e).into())
+            }
         }
-        let (lv_size, thin_copy) = match (source, class.provisioning) {
-            // A thin copy starts at its source's size.
-            (Some(src), Provisioning::Thin) => (src.lv.size, true),
-            _ => (size, false),
-        };
+        // A thin copy starts at its source's size.
+        let thin_copy = source.filter(|_| class.provisioning == Provisioning::Thin);
         let lv = LvInfo::new_volume(
             vg,
             lv_name,
-            lv_size,
+            thin_copy.map_or(size, |s| s.lv.size),
             tags,
             class.provisioning == Provisioning::Thin,
             class.thin_pool.clone().unwrap_or_default(),
-            if thin_copy {
-                source.map(|s| s.lv.name.clone()).unwrap_or_default()
-            } else {
-                String::new()
-            },
+            thin_copy.map(|s| s.lv.name.clone()).unwrap_or_default(),
         );
         self.state.apply(Change::Created(Box::new(lv.clone())));
         drop(vg_lock);
@@ -273,7 +382,7 @@ impl ControllerService {
         req: &csi::CreateVolumeRequest,
         want: &Wanted<'_>,
         lv_name: &str,
-    ) -> CsiResult<Option<LvInfo>> {
+    ) -> Result<Option<LvInfo>> {
         let Some(lv) = state
             .lvs
             .iter()
@@ -281,62 +390,18 @@ impl ControllerService {
         else {
             return Ok(None);
         };
-        let conflict = |why: String| {
-            Err(CsiError::AlreadyExists(format!(
-                "volume {:?} exists with {why}",
-                req.name
-            )))
-        };
-        if !self.owned(lv)
-            || lv
-                .tag(names::TAG_NAME)
-                .map(names::decode_tag_value)
-                .as_deref()
-                != Some(req.name.as_str())
-        {
-            return conflict(format!(
-                "an LV {}/{} that carve does not own for this name",
-                lv.vg, lv.name
-            ));
+        match conflict(self, lv, req, want) {
+            None => Ok(Some(lv.clone())),
+            Some(why) => Err(CreateVolumeError::Conflict {
+                name: req.name.clone(),
+                why,
+            }),
         }
-        let class = want.class;
-        if lv.vg != class.volume_group
-            || self.class_of(lv).map(|c| c.name.as_str()) != Some(class.name.as_str())
-        {
-            return conflict(format!("another device class (LV {}/{})", lv.vg, lv.name));
-        }
-        // An unfinished volume may still be smaller than asked (its lvextend
-        // is one of the steps left).
-        if lv.tag(names::TAG_INCOMPLETE).is_none()
-            && !fits_range(lv.size, req.capacity_range.as_ref())
-        {
-            return conflict(format!(
-                "size {} outside the requested capacity range",
-                lv.size
-            ));
-        }
-        use csi::volume_content_source::Type;
-        let wanted = req
-            .volume_content_source
-            .as_ref()
-            .and_then(|s| match &s.r#type {
-                Some(Type::Snapshot(x)) => Some(x.snapshot_id.clone()),
-                Some(Type::Volume(x)) => Some(x.volume_id.clone()),
-                None => None,
-            });
-        let recorded = lv.tag(names::TAG_SOURCE).map(names::decode_tag_value);
-        if wanted != recorded {
-            return conflict(format!(
-                "another content source ({})",
-                recorded.unwrap_or_else(|| "none".into())
-            ));
-        }
-        Ok(Some(lv.clone()))
     }
 
     /// Removes the unfinished volume of a create whose source has gone (it can
     /// never be completed, and the CO never learnt its ID to delete it).
-    async fn drop_unfinished(&self, name: &str, lv_name: &str) -> CsiResult<()> {
+    async fn drop_unfinished(&self, name: &str, lv_name: &str) -> Result<()> {
         let Some(view) = self.state.get() else {
             return Ok(());
         };
@@ -354,10 +419,88 @@ impl ControllerService {
         else {
             return Ok(());
         };
-        let _guard = self.guard(&format!("volume {name:?}"), lv_name)?;
+        let _busy = self.guard(&format!("volume {name:?}"), lv_name)?;
         tracing::warn!(lv = %format!("{}/{}", lv.vg, lv.name), "the source of this unfinished volume is gone; removing it");
-        self.remove_volume_lv(&lv).await
+        Ok(self.remove_volume_lv(&lv).await?)
     }
+}
+
+/// The size a new volume gets: the capacity range rounded to the class's
+/// granule, at least its content source's size (the source's size when the
+/// request names none).
+fn target_size(
+    req: &csi::CreateVolumeRequest,
+    cap: &ClassCapacity,
+    source: Option<&Source>,
+) -> Result<u64> {
+    let size = super::choose_size(req.capacity_range.as_ref(), cap.granule)?;
+    let Some(src) = source else {
+        return Ok(size);
+    };
+    let (required, limit) = req.capacity_range.as_ref().map_or((0, 0), |r| {
+        (r.required_bytes.max(0) as u64, r.limit_bytes.max(0) as u64)
+    });
+    if (limit > 0 && limit < src.size) || (required > 0 && required < src.size) {
+        return Err(CreateVolumeError::SmallerThanSource {
+            id: src.id.clone(),
+            size: src.size,
+            required,
+            limit,
+        });
+    }
+    Ok(if required == 0 {
+        src.size.div_ceil(cap.granule) * cap.granule
+    } else {
+        size
+    })
+}
+
+/// Why an existing LV of the request's name is not this request's volume, if
+/// it is not.
+fn conflict(
+    svc: &ControllerService,
+    lv: &LvInfo,
+    req: &csi::CreateVolumeRequest,
+    want: &Wanted<'_>,
+) -> Option<String> {
+    let recorded_name = lv.tag(names::TAG_NAME).map(names::decode_tag_value);
+    if !svc.owned(lv) || recorded_name.as_deref() != Some(req.name.as_str()) {
+        return Some(format!(
+            "an LV {}/{} that carve does not own for this name",
+            lv.vg, lv.name
+        ));
+    }
+    let class = want.class;
+    if lv.vg != class.volume_group
+        || svc.class_of(lv).map(|c| c.name.as_str()) != Some(class.name.as_str())
+    {
+        return Some(format!("another device class (LV {}/{})", lv.vg, lv.name));
+    }
+    // An unfinished volume may still be smaller than asked (its lvextend is
+    // one of the steps left).
+    if lv.tag(names::TAG_INCOMPLETE).is_none() && !fits_range(lv.size, req.capacity_range.as_ref())
+    {
+        return Some(format!(
+            "size {} outside the requested capacity range",
+            lv.size
+        ));
+    }
+    use csi::volume_content_source::Type;
+    let wanted = req
+        .volume_content_source
+        .as_ref()
+        .and_then(|s| match &s.r#type {
+            Some(Type::Snapshot(x)) => Some(x.snapshot_id.clone()),
+            Some(Type::Volume(x)) => Some(x.volume_id.clone()),
+            None => None,
+        });
+    let recorded = lv.tag(names::TAG_SOURCE).map(names::decode_tag_value);
+    (wanted != recorded).then(|| {
+        format!(
+            "another content source ({})",
+            recorded.unwrap_or_else(|| "none".into())
+        )
+    })
 }
 
 #[cfg(test)]

@@ -1,36 +1,41 @@
 //! CSI Controller. carve's controller runs on every node beside its LVs (the
 //! provisioner runs in node mode), so each RPC acts on local LVM only. Requests
-//! are validated completely before any lvm command runs. This file holds the
-//! service, its lookups and the small RPCs; CreateVolume is in `create`,
-//! DeleteVolume in `delete`, content sources and copies in `restore`,
-//! snapshots in `snapshot`.
+//! are validated completely before any lvm command runs.
+//!
+//! This file holds the service, what every RPC shares (lookups by ID, device
+//! classes, topology, the in-flight guard) and the dispatch of the gRPC trait;
+//! each RPC is served by a module of its own: [`create`], [`delete`],
+//! [`expand`], [`read`] (get, list, capacity, validate), [`snapshot`], with
+//! content sources and the copies that fill volumes in [`restore`].
 
 mod create;
 mod delete;
+mod expand;
+mod read;
 pub mod restore;
+mod size;
 mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
-use crate::capability;
 use crate::csi::{self, controller_server::Controller};
-use crate::error::{detached, logged, CsiError, CsiResult};
+use crate::error::{detached, logged, Busy, LookupError, LvmFailure, Missing, NotReady, RpcError};
 use crate::params::{Params, VolumeContext};
 use carve_core::config::{Config, DeviceClass, Provisioning};
-use carve_core::engine::inflight::InFlight;
+use carve_core::engine::inflight::{Guard, InFlight};
 use carve_core::engine::jobs::Jobs;
-use carve_core::engine::state::{Change, StateCache};
+use carve_core::engine::state::{StateCache, View};
 use carve_core::lvm::{LvInfo, Lvm, LvmErrorKind, LvmState};
 use carve_core::names::{self, LvKind, NodeRef, VolumeId};
 
+pub use expand::ExpandVolumeError;
+pub use size::{choose_size, DEFAULT_SIZE};
+
 /// Topology key every carve volume and node carries.
 pub const TOPOLOGY_KEY: &str = "topology.carve.dev/node";
-/// Size when a request names none.
-pub const DEFAULT_SIZE: u64 = 1 << 30;
 
 pub struct ControllerService {
     /// The service itself, for RPC bodies that run on their own task.
@@ -54,43 +59,45 @@ pub(crate) enum Located {
     Gone,
 }
 
-/// The size carve will allocate for a capacity range: the request rounded up to
-/// the class's granule, or the largest granule multiple under the limit.
-pub fn choose_size(range: Option<&csi::CapacityRange>, granule: u64) -> CsiResult<u64> {
-    let (required, limit) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
-    if required < 0 || limit < 0 {
-        return Err(CsiError::InvalidArgument(format!(
-            "capacity_range must not be negative (required_bytes {required}, limit_bytes {limit})"
-        )));
+/// A device class this node does not have (InvalidArgument).
+#[derive(Debug, thiserror::Error)]
+#[error("device class {name:?} is not configured on node {node} (known: {known})")]
+pub struct UnknownClass {
+    name: String,
+    node: String,
+    known: String,
+}
+
+/// A volume whose class this node no longer configures (FailedPrecondition).
+#[derive(Debug, thiserror::Error)]
+#[error("LV {vg}/{lv} belongs to no configured device class")]
+pub struct NoClass {
+    vg: String,
+    lv: String,
+}
+
+/// Topology that does not include this node (ResourceExhausted: the
+/// provisioner asks the scheduler for another node).
+#[derive(Debug, thiserror::Error)]
+#[error("accessibility requirements do not include this node ({TOPOLOGY_KEY}={0}); carve creates volumes only on the node it runs on")]
+pub struct NotThisNode(String);
+
+impl RpcError for UnknownClass {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::InvalidArgument
     }
-    let (required, limit) = (required as u64, limit as u64);
-    if limit > 0 && required > limit {
-        return Err(CsiError::InvalidArgument(format!(
-            "required_bytes {required} exceeds limit_bytes {limit}"
-        )));
+}
+
+impl RpcError for NoClass {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::FailedPrecondition
     }
-    let base = match (required, limit) {
-        (0, 0) => DEFAULT_SIZE,
-        (0, l) => DEFAULT_SIZE.min(l),
-        (r, _) => r,
-    };
-    let size = base
-        .div_ceil(granule)
-        .checked_mul(granule)
-        .filter(|s| *s <= i64::MAX as u64)
-        .ok_or_else(|| {
-            CsiError::OutOfRange(format!("{base} bytes is larger than LVM can address"))
-        })?;
-    if limit > 0 && size > limit {
-        let down = limit - limit % granule;
-        if down >= required.max(1) {
-            return Ok(down);
-        }
-        return Err(CsiError::OutOfRange(format!(
-            "no multiple of the {granule}-byte allocation unit lies between required_bytes {required} and limit_bytes {limit}"
-        )));
+}
+
+impl RpcError for NotThisNode {
+    fn code(&self) -> tonic::Code {
+        tonic::Code::ResourceExhausted
     }
-    Ok(size)
 }
 
 impl ControllerService {
@@ -132,13 +139,11 @@ impl ControllerService {
             })
     }
 
-    /// The configured class a carve LV belongs to, or FailedPrecondition.
-    pub(crate) fn class_for(&self, lv: &LvInfo) -> CsiResult<&DeviceClass> {
-        self.class_of(lv).ok_or_else(|| {
-            CsiError::FailedPrecondition(format!(
-                "LV {}/{} belongs to no configured device class",
-                lv.vg, lv.name
-            ))
+    /// The configured class a carve LV belongs to.
+    pub(crate) fn class_for(&self, lv: &LvInfo) -> Result<&DeviceClass, NoClass> {
+        self.class_of(lv).ok_or_else(|| NoClass {
+            vg: lv.vg.clone(),
+            lv: lv.name.clone(),
         })
     }
 
@@ -214,7 +219,12 @@ impl ControllerService {
     /// Finds what `id` names. With `fresh`, the LV's VG is re-read (its current
     /// state matters to the caller); otherwise the cached view answers when it
     /// knows the LV, and a fresh read of the VG when it does not.
-    pub(crate) async fn locate(&self, id: &str, kind: LvKind, fresh: bool) -> CsiResult<Located> {
+    pub(crate) async fn locate(
+        &self,
+        id: &str,
+        kind: LvKind,
+        fresh: bool,
+    ) -> Result<Located, LvmFailure> {
         let parsed = match kind {
             LvKind::Snapshot => VolumeId::parse_snapshot(id),
             _ => VolumeId::parse(id),
@@ -240,7 +250,7 @@ impl ControllerService {
                     }
                 }
                 Err(e) if e.kind == LvmErrorKind::NotFound => {}
-                Err(e) => return Err(CsiError::lvm("reading LVM state")(e)),
+                Err(e) => return Err(LvmFailure::ctx("reading LVM state")(e)),
             }
         }
         // LVM is the truth: the node part only says where else to look.
@@ -251,54 +261,76 @@ impl ControllerService {
         })
     }
 
-    /// NotFound for `id` (a volume or snapshot ID), saying where it lives when
-    /// the ID names another node.
-    pub(crate) fn not_here(&self, what: &str, id: &str, located: &Located) -> CsiError {
+    /// That `id` (a `what`: volume or snapshot) is not here, saying where it
+    /// lives when the ID names another node.
+    pub(crate) fn missing(&self, what: &'static str, id: &str, located: &Located) -> Missing {
         match located {
-            Located::Elsewhere(node) => CsiError::NotFound(format!(
-                "{what} {id:?} is on node {node}, not on this node ({})",
-                self.node_id
-            )),
-            _ => CsiError::NotFound(format!(
-                "{what} {id:?} does not exist on node {}",
-                self.node_id
-            )),
+            Located::Elsewhere(node) => Missing::Elsewhere {
+                what,
+                id: id.to_string(),
+                holder: node.to_string(),
+                node: self.node_id.clone(),
+            },
+            _ => Missing::Gone {
+                what,
+                id: id.to_string(),
+                node: self.node_id.clone(),
+            },
         }
     }
 
-    /// The carve volume `volume_id` names, or NotFound (InvalidArgument when
-    /// the ID is empty). See [`Self::locate`] for `fresh`.
-    pub(crate) async fn volume_lv(&self, volume_id: &str, fresh: bool) -> CsiResult<LvInfo> {
-        if volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument("volume_id is required".into()));
+    /// The carve volume or snapshot `id` names here. See [`Self::locate`] for
+    /// `fresh`.
+    pub(crate) async fn lv_named(
+        &self,
+        id: &str,
+        kind: LvKind,
+        fresh: bool,
+    ) -> Result<LvInfo, LookupError> {
+        let (field, what) = match kind {
+            LvKind::Snapshot => ("snapshot_id", "snapshot"),
+            _ => ("volume_id", "volume"),
+        };
+        if id.is_empty() {
+            return Err(Missing::Required(field).into());
         }
-        match self.locate(volume_id, LvKind::Volume, fresh).await? {
+        match self.locate(id, kind, fresh).await? {
             Located::Here(lv) => Ok(*lv),
-            other => Err(self.not_here("volume", volume_id, &other)),
+            other => Err(self.missing(what, id, &other).into()),
         }
     }
 
-    pub(crate) fn pick_class(&self, p: &Params) -> CsiResult<&DeviceClass> {
+    /// The carve volume `volume_id` names here.
+    pub(crate) async fn volume_lv(
+        &self,
+        volume_id: &str,
+        fresh: bool,
+    ) -> Result<LvInfo, LookupError> {
+        self.lv_named(volume_id, LvKind::Volume, fresh).await
+    }
+
+    pub(crate) fn pick_class(&self, p: &Params) -> Result<&DeviceClass, UnknownClass> {
         match &p.device_class {
             None => Ok(self.config.default_class()),
-            Some(n) => self.config.class(n).ok_or_else(|| {
-                let known: Vec<&str> = self
+            Some(n) => self.config.class(n).ok_or_else(|| UnknownClass {
+                name: n.clone(),
+                node: self.node_id.clone(),
+                known: self
                     .config
                     .device_classes
                     .iter()
                     .map(|c| c.name.as_str())
-                    .collect();
-                CsiError::InvalidArgument(format!(
-                    "device class {n:?} is not configured on node {} (known: {})",
-                    self.node_id,
-                    known.join(", ")
-                ))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }
 
     /// The topology requirement must allow this node, when one is given.
-    pub(crate) fn check_topology(&self, req: Option<&csi::TopologyRequirement>) -> CsiResult<()> {
+    pub(crate) fn check_topology(
+        &self,
+        req: Option<&csi::TopologyRequirement>,
+    ) -> Result<(), NotThisNode> {
         let Some(req) = req else { return Ok(()) };
         if req.requisite.is_empty() && req.preferred.is_empty() {
             return Ok(());
@@ -313,46 +345,38 @@ impl ControllerService {
         {
             Ok(())
         } else {
-            Err(CsiError::ResourceExhausted(format!(
-                "accessibility requirements do not include this node ({TOPOLOGY_KEY}={}); carve creates volumes only on the node it runs on",
-                self.node_id
-            )))
+            Err(NotThisNode(self.node_id.clone()))
         }
     }
 
     /// The cached view, or Unavailable while LVM has never answered.
-    pub(crate) fn view(&self) -> CsiResult<Arc<carve_core::engine::state::View>> {
+    pub(crate) fn view(&self) -> Result<Arc<View>, NotReady> {
         self.state.get().ok_or_else(|| {
-            CsiError::Unavailable(format!(
-                "LVM state is not known yet: {}",
+            NotReady(
                 self.state
                     .last_error()
-                    .unwrap_or_else(|| "first report pending".into())
-            ))
+                    .unwrap_or_else(|| "first report pending".into()),
+            )
         })
     }
 
     /// The cached view, or a report taken now when there is none yet.
-    pub(crate) async fn view_or_refresh(&self) -> CsiResult<Arc<carve_core::engine::state::View>> {
+    pub(crate) async fn view_or_refresh(&self) -> Result<Arc<View>, LvmFailure> {
         match self.state.get() {
             Some(v) => Ok(v),
             None => self
                 .state
                 .refresh()
                 .await
-                .map_err(CsiError::lvm("reading LVM state")),
+                .map_err(LvmFailure::ctx("reading LVM state")),
         }
     }
 
     /// The in-flight guard of an LV: one operation per volume at a time.
-    pub(crate) fn guard(
-        &self,
-        what: &str,
-        lv: &str,
-    ) -> CsiResult<carve_core::engine::inflight::Guard> {
-        self.inflight.try_acquire(lv).ok_or_else(|| {
-            CsiError::Aborted(format!("an operation on {what} is already in progress"))
-        })
+    pub(crate) fn guard(&self, what: &str, lv: &str) -> Result<Guard, Busy> {
+        self.inflight
+            .try_acquire(lv)
+            .ok_or_else(|| Busy(what.to_string()))
     }
 
     /// Key of the copy job that fills a volume LV.
@@ -369,235 +393,6 @@ impl ControllerService {
             message: c.message,
         }
     }
-
-    async fn validate(
-        &self,
-        req: csi::ValidateVolumeCapabilitiesRequest,
-    ) -> CsiResult<csi::ValidateVolumeCapabilitiesResponse> {
-        if req.volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument("volume_id is required".into()));
-        }
-        if req.volume_capabilities.is_empty() {
-            return Err(CsiError::InvalidArgument(
-                "volume_capabilities must not be empty".into(),
-            ));
-        }
-        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
-        self.volume_lv(&req.volume_id, true).await?;
-        if let Some(n) = &params.device_class {
-            self.pick_class(&Params {
-                device_class: Some(n.clone()),
-                ..Default::default()
-            })?;
-        }
-        Ok(match capability::check_all(&req.volume_capabilities) {
-            Ok(()) => csi::ValidateVolumeCapabilitiesResponse {
-                confirmed: Some(csi::validate_volume_capabilities_response::Confirmed {
-                    volume_context: req.volume_context,
-                    volume_capabilities: req.volume_capabilities,
-                    parameters: req.parameters,
-                    mutable_parameters: req.mutable_parameters,
-                }),
-                message: String::new(),
-            },
-            Err(why) => csi::ValidateVolumeCapabilitiesResponse {
-                confirmed: None,
-                message: why,
-            },
-        })
-    }
-
-    async fn list(&self, req: csi::ListVolumesRequest) -> CsiResult<csi::ListVolumesResponse> {
-        // Validate the token before anything else runs.
-        crate::pagination::check(req.max_entries, &req.starting_token)?;
-        let view = self.view_or_refresh().await?;
-        let vols: Vec<(String, &LvInfo)> = self
-            .volumes(&view.lvm)
-            .map(|l| (self.id_of(l), l))
-            .collect();
-        let (page, next_token) = crate::pagination::page(
-            vols,
-            |(id, _)| id.as_str(),
-            req.max_entries,
-            &req.starting_token,
-        )?;
-        Ok(csi::ListVolumesResponse {
-            entries: page
-                .iter()
-                .map(|(_, lv)| csi::list_volumes_response::Entry {
-                    volume: Some(self.volume(lv)),
-                    status: Some(csi::list_volumes_response::VolumeStatus {
-                        published_node_ids: vec![],
-                        volume_condition: Some(self.condition(lv, &view.lvm)),
-                    }),
-                })
-                .collect(),
-            next_token,
-        })
-    }
-
-    async fn capacity(&self, req: csi::GetCapacityRequest) -> CsiResult<csi::GetCapacityResponse> {
-        let params = Params::parse(&req.parameters).map_err(CsiError::InvalidArgument)?;
-        let class = self.pick_class(&params)?;
-        let zero = csi::GetCapacityResponse {
-            available_capacity: 0,
-            maximum_volume_size: Some(0),
-            minimum_volume_size: None,
-        };
-        if let Some(t) = &req.accessible_topology {
-            if t.segments.get(TOPOLOGY_KEY) != Some(&self.node_id) {
-                return Ok(zero);
-            }
-        }
-        if !req.volume_capabilities.is_empty()
-            && capability::check_all(&req.volume_capabilities).is_err()
-        {
-            return Ok(zero);
-        }
-        let view = self.view()?;
-        match view.capacity.get(&class.name) {
-            Some(Ok(c)) => Ok(csi::GetCapacityResponse {
-                available_capacity: c.available as i64,
-                maximum_volume_size: Some(c.maximum_volume_size as i64),
-                minimum_volume_size: Some(c.minimum_volume_size as i64),
-            }),
-            Some(Err(e)) => {
-                tracing::warn!(class = %class.name, error = %e, "GetCapacity: class unusable, reporting 0");
-                Ok(zero)
-            }
-            None => Err(CsiError::Unavailable("capacity not computed yet".into())),
-        }
-    }
-
-    pub(crate) async fn expand(
-        &self,
-        req: csi::ControllerExpandVolumeRequest,
-    ) -> CsiResult<csi::ControllerExpandVolumeResponse> {
-        if req.volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument("volume_id is required".into()));
-        }
-        let Some(range) = req.capacity_range.as_ref() else {
-            return Err(CsiError::InvalidArgument(
-                "capacity_range is required".into(),
-            ));
-        };
-        if let Some(c) = &req.volume_capability {
-            capability::check(c).map_err(CsiError::InvalidArgument)?;
-        }
-        let node_expansion_required = !req
-            .volume_capability
-            .as_ref()
-            .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
-        let lv = self.volume_lv(&req.volume_id, false).await?;
-        let _guard = self.guard(&format!("volume {}", req.volume_id), &lv.name)?;
-        let guard = self.lvm.lock_vg(&lv.vg).await;
-        // Under the lock, LVM's current word on the LV's size.
-        let view = self
-            .state
-            .refresh_vg(&lv.vg)
-            .await
-            .map_err(CsiError::lvm("reading LVM state"))?;
-        let lv = self
-            .find(&view.lvm, &lv.vg, &lv.name, LvKind::Volume)
-            .cloned()
-            .ok_or_else(|| self.not_here("volume", &req.volume_id, &Located::Gone))?;
-        if lv.tag(names::TAG_INCOMPLETE).is_some() {
-            return Err(CsiError::FailedPrecondition(format!(
-                "volume {} is still being filled from its source; expand it once CreateVolume has succeeded",
-                req.volume_id
-            )));
-        }
-        let class = self.class_for(&lv)?;
-        let cap = view
-            .capacity
-            .get(&class.name)
-            .and_then(|c| c.as_ref().ok())
-            .cloned()
-            .ok_or_else(|| {
-                CsiError::FailedPrecondition(format!(
-                    "device class {} is not usable now",
-                    class.name
-                ))
-            })?;
-        let size = choose_size(Some(range), cap.granule)?;
-        if size <= lv.size {
-            if range.limit_bytes > 0 && lv.size > range.limit_bytes as u64 {
-                return Err(CsiError::OutOfRange(format!(
-                    "volume is already {} bytes, above limit_bytes {}; LVs are never shrunk",
-                    lv.size, range.limit_bytes
-                )));
-            }
-            return Ok(csi::ControllerExpandVolumeResponse {
-                capacity_bytes: lv.size as i64,
-                node_expansion_required,
-            });
-        }
-        let grow = size - lv.size;
-        if grow > cap.available {
-            return Err(CsiError::ResourceExhausted(format!(
-                "growing volume {} by {grow} bytes needs more than the {} bytes device class {} has available",
-                req.volume_id, cap.available, class.name
-            )));
-        }
-        tracing::info!(volume_id = %req.volume_id, from = lv.size, to = size, "expanding volume");
-        guard
-            .extend(&lv.name, size)
-            .await
-            .map_err(CsiError::lvm(format!("expanding volume {}", req.volume_id)))?;
-        self.state.apply(Change::Resized {
-            vg: lv.vg.clone(),
-            lv: lv.name.clone(),
-            size,
-        });
-        Ok(csi::ControllerExpandVolumeResponse {
-            capacity_bytes: size as i64,
-            node_expansion_required,
-        })
-    }
-
-    async fn get_volume(
-        &self,
-        req: csi::ControllerGetVolumeRequest,
-    ) -> CsiResult<csi::ControllerGetVolumeResponse> {
-        let lv = self.volume_lv(&req.volume_id, true).await?;
-        let view = self.view()?;
-        Ok(csi::ControllerGetVolumeResponse {
-            volume: Some(self.volume(&lv)),
-            status: Some(csi::controller_get_volume_response::VolumeStatus {
-                published_node_ids: vec![],
-                volume_condition: Some(self.condition(&lv, &view.lvm)),
-            }),
-        })
-    }
-}
-
-/// How long a CreateVolume may wait for a copy: until shortly before the
-/// caller's own deadline (so it hears progress, not DeadlineExceeded), or the
-/// configured wait when the caller set none.
-pub(crate) fn copy_wait(metadata: &tonic::metadata::MetadataMap, configured: Duration) -> Duration {
-    match metadata
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-    {
-        Some(d) => d.saturating_sub((d / 10).max(Duration::from_secs(1))),
-        None => configured,
-    }
-}
-
-/// The gRPC `grpc-timeout` header: an integer and a unit (H M S m u n).
-fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 fn unimplemented<T>(what: &str) -> Result<Response<T>, Status> {
@@ -612,7 +407,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
-        let wait = copy_wait(r.metadata(), self.config.copy_wait());
+        let wait = create::copy_wait(r.metadata(), self.config.copy_wait());
         let me = self.arc();
         detached("CreateVolume", async move {
             me.create(r.into_inner(), wait).await

@@ -23,10 +23,87 @@ use carve_core::engine::state::Change;
 use carve_core::lvm::LvInfo;
 use carve_core::names;
 
+use carve_core::names::LvKind;
+use tonic::Code;
+
 use crate::controller::{ControllerService, Located};
 use crate::csi;
-use crate::error::{CsiError, CsiResult};
-use carve_core::names::LvKind;
+use crate::error::{LvmFailure, NotReady, RpcError};
+
+/// A content source that cannot give a new volume its data here.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("volume_content_source names neither a snapshot nor a volume")]
+    NoType,
+    #[error("volume_content_source has an empty ID")]
+    EmptyId,
+    /// ResourceExhausted: external-provisioner then asks the scheduler for
+    /// another node, where a retry can succeed.
+    #[error("content source {id} is on node {holder}, not on this node ({node}): a restore or clone is made on the node that holds its source, so this node cannot provide it")]
+    Elsewhere {
+        id: String,
+        holder: String,
+        node: String,
+    },
+    #[error("content source {id:?} does not exist on node {node}")]
+    Gone { id: String, node: String },
+    #[error("content source {0} is itself still being filled from its own source; try again when it is complete")]
+    Unfinished(String),
+    #[error("content source {id} is in device class {src_class:?} (VG {src_vg}); the new volume asks for class {class:?} (VG {vg}): they must match")]
+    ClassMismatch {
+        id: String,
+        src_class: String,
+        src_vg: String,
+        class: String,
+        vg: String,
+    },
+    #[error(transparent)]
+    Read(#[from] LvmFailure),
+}
+
+/// The steps that finish a volume made from a source.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    /// Aborted: the copy goes on; the provisioner calls again.
+    #[error("{what} is in progress: {progress}; CreateVolume answers once it has finished")]
+    Copying { what: String, progress: String },
+    /// The copy hit an error (reported once; the next call starts a new copy).
+    #[error("{0}")]
+    CopyFailed(String),
+    #[error("the copy into {0} was cancelled (the volume is being deleted)")]
+    Cancelled(String),
+    #[error("{0}")]
+    MarkComplete(String),
+    #[error(transparent)]
+    Lvm(#[from] LvmFailure),
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+}
+
+impl RpcError for SourceError {
+    fn code(&self) -> Code {
+        match self {
+            SourceError::NoType | SourceError::EmptyId | SourceError::ClassMismatch { .. } => {
+                Code::InvalidArgument
+            }
+            SourceError::Elsewhere { .. } => Code::ResourceExhausted,
+            SourceError::Gone { .. } => Code::NotFound,
+            SourceError::Unfinished(_) => Code::Aborted,
+            SourceError::Read(e) => e.code(),
+        }
+    }
+}
+
+impl RpcError for FinishError {
+    fn code(&self) -> Code {
+        match self {
+            FinishError::Copying { .. } | FinishError::Cancelled(_) => Code::Aborted,
+            FinishError::CopyFailed(_) | FinishError::MarkComplete(_) => Code::Internal,
+            FinishError::Lvm(e) => e.code(),
+            FinishError::NotReady(e) => e.code(),
+        }
+    }
+}
 
 /// Where a new volume's content comes from, resolved and checked.
 pub struct Source {
@@ -57,51 +134,47 @@ impl ControllerService {
         &self,
         src: &csi::VolumeContentSource,
         class: &DeviceClass,
-    ) -> CsiResult<Source> {
+    ) -> Result<Source, SourceError> {
         use csi::volume_content_source::Type;
         let (id, kind) = match &src.r#type {
             Some(Type::Snapshot(s)) => (s.snapshot_id.clone(), LvKind::Snapshot),
             Some(Type::Volume(v)) => (v.volume_id.clone(), LvKind::Volume),
-            None => {
-                return Err(CsiError::InvalidArgument(
-                    "volume_content_source names neither a snapshot nor a volume".into(),
-                ))
-            }
+            None => return Err(SourceError::NoType),
         };
         if id.is_empty() {
-            return Err(CsiError::InvalidArgument(
-                "volume_content_source has an empty ID".into(),
-            ));
+            return Err(SourceError::EmptyId);
         }
         let lv = match self.locate(&id, kind, true).await? {
             Located::Here(lv) => *lv,
             Located::Elsewhere(node) => {
-                return Err(CsiError::ResourceExhausted(format!(
-                    "content source {id} is on node {node}, not on this node ({}): a restore or clone is made on the node that holds its source, so this node cannot provide it",
-                    self.node_id
-                )))
+                return Err(SourceError::Elsewhere {
+                    id,
+                    holder: node.to_string(),
+                    node: self.node_id.clone(),
+                })
             }
             Located::Gone => {
-                return Err(CsiError::NotFound(format!(
-                    "content source {id:?} does not exist on node {}",
-                    self.node_id
-                )))
+                return Err(SourceError::Gone {
+                    id,
+                    node: self.node_id.clone(),
+                })
             }
         };
         if lv.tag(names::TAG_INCOMPLETE).is_some() {
-            return Err(CsiError::Aborted(format!(
-                "content source {id} is itself still being filled from its own source; try again when it is complete"
-            )));
+            return Err(SourceError::Unfinished(id));
         }
         let src_class = lv
             .tag(names::TAG_CLASS)
             .map(names::decode_tag_value)
             .unwrap_or_default();
         if lv.vg != class.volume_group || src_class != class.name {
-            return Err(CsiError::InvalidArgument(format!(
-                "content source {id} is in device class {src_class:?} (VG {}); the new volume asks for class {:?} (VG {}): they must match",
-                lv.vg, class.name, class.volume_group
-            )));
+            return Err(SourceError::ClassMismatch {
+                id,
+                src_class,
+                src_vg: lv.vg.clone(),
+                class: class.name.clone(),
+                vg: class.volume_group.clone(),
+            });
         }
         let size = content_size(&lv);
         Ok(Source {
@@ -122,7 +195,7 @@ impl ControllerService {
         size: u64,
         source: &Source,
         wait: Duration,
-    ) -> CsiResult<LvInfo> {
+    ) -> Result<LvInfo, FinishError> {
         let (vg, name) = (lv.vg.clone(), lv.name.clone());
         match class.provisioning {
             Provisioning::Thin => {
@@ -131,7 +204,7 @@ impl ControllerService {
                     guard
                         .extend(&name, size)
                         .await
-                        .map_err(CsiError::lvm(format!(
+                        .map_err(LvmFailure::ctx(format!(
                             "growing restored volume {vg}/{name}"
                         )))?;
                     self.state.apply(Change::Resized {
@@ -142,31 +215,28 @@ impl ControllerService {
                 }
                 fill::mark_complete(&guard, &self.state, &name)
                     .await
-                    .map_err(CsiError::Internal)?;
+                    .map_err(FinishError::MarkComplete)?;
             }
             Provisioning::Thick => {
                 let job = match self.start_fill(class, &lv, source) {
                     Started::Running(job) => job,
-                    Started::Failed(e) => return Err(CsiError::Internal(e)),
+                    Started::Failed(e) => return Err(FinishError::CopyFailed(e)),
                 };
                 match job.wait(wait).await {
                     Some(Outcome::Done) => {}
                     Some(Outcome::Failed(e)) => {
                         // Reported here: the next call starts a new copy.
                         self.jobs.take_failure(&job.key);
-                        return Err(CsiError::Internal(e));
+                        return Err(FinishError::CopyFailed(e));
                     }
                     Some(Outcome::Cancelled) => {
-                        return Err(CsiError::Aborted(format!(
-                            "the copy into {vg}/{name} was cancelled (the volume is being deleted)"
-                        )))
+                        return Err(FinishError::Cancelled(format!("{vg}/{name}")))
                     }
                     None => {
-                        return Err(CsiError::Aborted(format!(
-                            "{} is in progress: {}; CreateVolume answers once it has finished",
-                            job.what,
-                            job.progress()
-                        )))
+                        return Err(FinishError::Copying {
+                            what: job.what.clone(),
+                            progress: job.progress().to_string(),
+                        })
                     }
                 }
             }

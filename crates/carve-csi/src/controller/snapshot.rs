@@ -10,23 +10,157 @@
 
 use std::collections::HashMap;
 
+use super::NoClass;
 use crate::controller::restore::content_size;
 use crate::controller::{ControllerService, Located};
 use crate::csi;
-use crate::error::{CsiError, CsiResult};
+use crate::error::{into_status, Busy, LookupError, LvmFailure, Missing, NotReady, RpcError};
+use tonic::Code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateSnapshotError {
+    #[error("name is required")]
+    NoName,
+    #[error("name is longer than 1024 bytes")]
+    NameTooLong,
+    #[error("unknown snapshot parameter {0:?}: carve takes none")]
+    UnknownParameter(String),
+    #[error(transparent)]
+    Source(#[from] LookupError),
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error("volume {0} is still being filled from its source; snapshot it once it is complete")]
+    SourceUnfinished(String),
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error(transparent)]
+    NoClass(#[from] NoClass),
+    #[error("VG {0} is gone")]
+    VgGone(String),
+    #[error("a snapshot of {source_id} needs {reserve} bytes of copy-on-write space in VG {vg}; {free} are free beyond the spare")]
+    NoRoom {
+        source_id: String,
+        reserve: u64,
+        vg: String,
+        free: u64,
+    },
+    #[error("snapshot {name:?} exists for another source ({other})")]
+    Conflict { name: String, other: String },
+    #[error(transparent)]
+    Lvm(#[from] LvmFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteSnapshotError {
+    #[error("snapshot_id is required")]
+    NoId,
+    #[error("snapshot {id} is on node {holder}; it can only be deleted there, not on node {node}")]
+    Elsewhere {
+        id: String,
+        holder: String,
+        node: String,
+    },
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    #[error(transparent)]
+    NotReady(#[from] NotReady),
+    #[error("snapshot {id} is being restored into {vg}/{volume}; delete it once that restore is complete or deleted")]
+    BeingRestored {
+        id: String,
+        vg: String,
+        volume: String,
+    },
+    #[error("snapshot {id} is in use")]
+    InUse {
+        id: String,
+        #[source]
+        source: carve_core::lvm::LvmError,
+    },
+    #[error(transparent)]
+    Lvm(#[from] LvmFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListSnapshotsError {
+    #[error(transparent)]
+    Page(#[from] crate::pagination::PageError),
+    #[error(transparent)]
+    Read(#[from] LvmFailure),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetSnapshotError {
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+}
+
+impl RpcError for CreateSnapshotError {
+    fn code(&self) -> Code {
+        use CreateSnapshotError as E;
+        match self {
+            E::NoName | E::NameTooLong | E::UnknownParameter(_) => Code::InvalidArgument,
+            E::Source(e) => e.code(),
+            E::Busy(e) => e.code(),
+            E::SourceUnfinished(_) => Code::Aborted,
+            E::NotReady(e) => e.code(),
+            E::NoClass(e) => e.code(),
+            E::VgGone(_) => Code::NotFound,
+            E::NoRoom { .. } => Code::ResourceExhausted,
+            E::Conflict { .. } => Code::AlreadyExists,
+            E::Lvm(e) => e.code(),
+        }
+    }
+}
+
+impl RpcError for DeleteSnapshotError {
+    fn code(&self) -> Code {
+        use DeleteSnapshotError as E;
+        match self {
+            E::NoId => Code::InvalidArgument,
+            E::Elsewhere { .. } | E::BeingRestored { .. } | E::InUse { .. } => {
+                Code::FailedPrecondition
+            }
+            E::Busy(e) => e.code(),
+            E::NotReady(e) => e.code(),
+            E::Lvm(e) => e.code(),
+        }
+    }
+}
+
+impl RpcError for ListSnapshotsError {
+    fn code(&self) -> Code {
+        match self {
+            ListSnapshotsError::Page(e) => e.code(),
+            ListSnapshotsError::Read(e) => e.code(),
+        }
+    }
+}
+
+impl RpcError for GetSnapshotError {
+    fn code(&self) -> Code {
+        match self {
+            GetSnapshotError::Lookup(e) => e.code(),
+        }
+    }
+}
+
+into_status!(
+    CreateSnapshotError,
+    DeleteSnapshotError,
+    ListSnapshotsError,
+    GetSnapshotError
+);
 use carve_core::config::Provisioning;
 use carve_core::engine::state::Change;
 use carve_core::lvm::{LvInfo, LvmErrorKind, LvmState};
 use carve_core::names::LvKind;
 use carve_core::names::{self, VolumeId};
 
-fn snapshot_params_ok(p: &HashMap<String, String>) -> CsiResult<()> {
+fn snapshot_params_ok(p: &HashMap<String, String>) -> Result<(), CreateSnapshotError> {
     // external-snapshotter adds csi.storage.k8s.io/volumesnapshot/* metadata;
     // carve takes no snapshot parameters of its own.
     match p.keys().find(|k| !k.starts_with("csi.storage.k8s.io/")) {
-        Some(k) => Err(CsiError::InvalidArgument(format!(
-            "unknown snapshot parameter {k:?}: carve takes none"
-        ))),
+        Some(k) => Err(CreateSnapshotError::UnknownParameter(k.clone())),
         None => Ok(()),
     }
 }
@@ -59,19 +193,15 @@ impl ControllerService {
     pub(crate) async fn create_snapshot(
         &self,
         req: csi::CreateSnapshotRequest,
-    ) -> CsiResult<csi::CreateSnapshotResponse> {
+    ) -> Result<csi::CreateSnapshotResponse, CreateSnapshotError> {
         if req.name.is_empty() {
-            return Err(CsiError::InvalidArgument("name is required".into()));
+            return Err(CreateSnapshotError::NoName);
         }
         if req.name.len() > 1024 {
-            return Err(CsiError::InvalidArgument(
-                "name is longer than 1024 bytes".into(),
-            ));
+            return Err(CreateSnapshotError::NameTooLong);
         }
         if req.source_volume_id.is_empty() {
-            return Err(CsiError::InvalidArgument(
-                "source_volume_id is required".into(),
-            ));
+            return Err(LookupError::from(Missing::Required("source_volume_id")).into());
         }
         snapshot_params_ok(&req.parameters)?;
         let snap_name = names::snapshot_lv_name(&req.name);
@@ -80,10 +210,7 @@ impl ControllerService {
         // not know it): the common path runs a single lvm command, lvcreate.
         let src = self.volume_lv(&req.source_volume_id, false).await?;
         if src.tag(names::TAG_INCOMPLETE).is_some() {
-            return Err(CsiError::Aborted(format!(
-                "volume {} is still being filled from its source; snapshot it once it is complete",
-                req.source_volume_id
-            )));
+            return Err(CreateSnapshotError::SourceUnfinished(req.source_volume_id));
         }
         let vg = src.vg.clone();
         let guard = self.lvm.lock_vg(&vg).await;
@@ -111,14 +238,16 @@ impl ControllerService {
                     .lvm
                     .vgs
                     .get(&vg)
-                    .ok_or_else(|| CsiError::NotFound(format!("VG {vg} is gone")))?;
+                    .ok_or_else(|| CreateSnapshotError::VgGone(vg.clone()))?;
                 let reserve = class.snapshot_reserve(src.size, g.extent_size);
                 let free = g.free.saturating_sub(class.spare);
                 if reserve > free {
-                    return Err(CsiError::ResourceExhausted(format!(
-                        "a snapshot of {} needs {reserve} bytes of copy-on-write space in VG {vg}; {free} are free beyond the spare",
-                        req.source_volume_id
-                    )));
+                    return Err(CreateSnapshotError::NoRoom {
+                        source_id: req.source_volume_id,
+                        reserve,
+                        vg,
+                        free,
+                    });
                 }
                 Some(reserve)
             }
@@ -135,18 +264,17 @@ impl ControllerService {
                     .state
                     .refresh_vg(&vg)
                     .await
-                    .map_err(CsiError::lvm("reading LVM state"))?;
+                    .map_err(LvmFailure::ctx("reading LVM state"))?;
                 if let Some(s) = self.existing_snapshot(&fresh.lvm, &snap_name, &req)? {
                     return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
                 }
-                return Err(CsiError::AlreadyExists(format!(
-                    "LV {vg}/{snap_name} exists but is not this snapshot"
-                )));
+                return Err(CreateSnapshotError::Conflict {
+                    name: req.name,
+                    other: format!("an LV {vg}/{snap_name} that is not this snapshot"),
+                });
             }
             Err(e) => {
-                return Err(CsiError::lvm(format!("creating snapshot {:?}", req.name))(
-                    e,
-                ))
+                return Err(LvmFailure::ctx(format!("creating snapshot {:?}", req.name))(e).into())
             }
         }
         let mut lv = match cow {
@@ -170,7 +298,7 @@ impl ControllerService {
         state: &LvmState,
         snap_name: &str,
         req: &csi::CreateSnapshotRequest,
-    ) -> CsiResult<Option<csi::Snapshot>> {
+    ) -> Result<Option<csi::Snapshot>, CreateSnapshotError> {
         let Some(existing) = state
             .lvs
             .iter()
@@ -185,19 +313,18 @@ impl ControllerService {
         {
             return Ok(Some(self.snapshot_of(existing)));
         }
-        Err(CsiError::AlreadyExists(format!(
-            "snapshot {:?} exists for another source ({})",
-            req.name,
-            tag(names::TAG_SOURCE).unwrap_or_default()
-        )))
+        Err(CreateSnapshotError::Conflict {
+            name: req.name.clone(),
+            other: tag(names::TAG_SOURCE).unwrap_or_default(),
+        })
     }
 
     pub(crate) async fn delete_snapshot(
         &self,
         req: csi::DeleteSnapshotRequest,
-    ) -> CsiResult<csi::DeleteSnapshotResponse> {
+    ) -> Result<csi::DeleteSnapshotResponse, DeleteSnapshotError> {
         if req.snapshot_id.is_empty() {
-            return Err(CsiError::InvalidArgument("snapshot_id is required".into()));
+            return Err(DeleteSnapshotError::NoId);
         }
         let lv = match self
             .locate(&req.snapshot_id, LvKind::Snapshot, true)
@@ -206,13 +333,14 @@ impl ControllerService {
             Located::Here(lv) => *lv,
             Located::Gone => return Ok(csi::DeleteSnapshotResponse {}),
             Located::Elsewhere(node) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "snapshot {} is on node {node}; it can only be deleted there, not on node {}",
-                    req.snapshot_id, self.node_id
-                )))
+                return Err(DeleteSnapshotError::Elsewhere {
+                    id: req.snapshot_id,
+                    holder: node.to_string(),
+                    node: self.node_id.clone(),
+                })
             }
         };
-        let _guard = self.guard(&format!("snapshot {}", req.snapshot_id), &lv.name)?;
+        let _busy = self.guard(&format!("snapshot {}", req.snapshot_id), &lv.name)?;
         // An unfinished restore still copies from it (or will, after a restart).
         let view = self.view()?;
         if let Some(dst) = self.volumes(&view.lvm).find(|v| {
@@ -222,10 +350,11 @@ impl ControllerService {
                     .and_then(|id| VolumeId::parse_snapshot(&id))
                     .is_some_and(|id| id.vg == lv.vg && id.lv == lv.name)
         }) {
-            return Err(CsiError::FailedPrecondition(format!(
-                "snapshot {} is being restored into {}/{}; delete it once that restore is complete or deleted",
-                req.snapshot_id, dst.vg, dst.name
-            )));
+            return Err(DeleteSnapshotError::BeingRestored {
+                id: req.snapshot_id,
+                vg: dst.vg.clone(),
+                volume: dst.name.clone(),
+            });
         }
         // Restored and cloned volumes never depend on a snapshot LV: thin ones
         // are independent thin LVs, thick ones full copies.
@@ -234,17 +363,16 @@ impl ControllerService {
         match guard.remove(&lv.name, &self.owner_tag()).await {
             Ok(_) => {}
             Err(e) if e.kind == LvmErrorKind::NotFound => {}
-            Err(e) if e.kind == LvmErrorKind::InUse => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "snapshot {} is in use: {e}",
-                    req.snapshot_id
-                )))
+            Err(source) if source.kind == LvmErrorKind::InUse => {
+                return Err(DeleteSnapshotError::InUse {
+                    id: req.snapshot_id,
+                    source,
+                })
             }
             Err(e) => {
-                return Err(CsiError::lvm(format!(
-                    "deleting snapshot {}",
-                    req.snapshot_id
-                ))(e))
+                return Err(
+                    LvmFailure::ctx(format!("deleting snapshot {}", req.snapshot_id))(e).into(),
+                )
             }
         }
         self.state.apply(Change::Removed {
@@ -257,7 +385,7 @@ impl ControllerService {
     pub(crate) async fn list_snapshots(
         &self,
         req: csi::ListSnapshotsRequest,
-    ) -> CsiResult<csi::ListSnapshotsResponse> {
+    ) -> Result<csi::ListSnapshotsResponse, ListSnapshotsError> {
         // Validate the token before anything else runs.
         crate::pagination::check(req.max_entries, &req.starting_token)?;
         // From the cached view: carve's own snapshots enter it as they are made.
@@ -295,19 +423,13 @@ impl ControllerService {
     pub(crate) async fn get_snapshot(
         &self,
         req: csi::GetSnapshotRequest,
-    ) -> CsiResult<csi::GetSnapshotResponse> {
-        if req.snapshot_id.is_empty() {
-            return Err(CsiError::InvalidArgument("snapshot_id is required".into()));
-        }
-        match self
-            .locate(&req.snapshot_id, LvKind::Snapshot, true)
-            .await?
-        {
-            Located::Here(lv) => Ok(csi::GetSnapshotResponse {
-                snapshot: Some(self.snapshot_of(&lv)),
-            }),
-            other => Err(self.not_here("snapshot", &req.snapshot_id, &other)),
-        }
+    ) -> Result<csi::GetSnapshotResponse, GetSnapshotError> {
+        let lv = self
+            .lv_named(&req.snapshot_id, LvKind::Snapshot, true)
+            .await?;
+        Ok(csi::GetSnapshotResponse {
+            snapshot: Some(self.snapshot_of(&lv)),
+        })
     }
 }
 

@@ -1,30 +1,40 @@
 //! CSI Node: makes a carve volume usable by a pod on this node. Stage formats
 //! (only a device with no signature) and mounts; publish bind-mounts; expand
 //! grows LV and filesystem online; stats and health come from statvfs and LVM.
+//! [`stage`] serves NodeStage/NodeUnstage, [`publish`] NodePublish/
+//! NodeUnpublish, [`usage`] NodeGetVolumeStats and NodeExpandVolume; each
+//! RPC's failures are in [`errors`].
 //!
 //! The node service acts only on what is the volume's own: it mounts only onto
 //! an empty directory or a path it creates, and unmounts, removes, measures or
-//! grows a path only when the kernel shows that volume there (`node_paths`).
-//! Idempotency is judged from the kernel's mount table, never from memory.
+//! grows a path only when the kernel shows that volume there
+//! (carve_core::host::paths). Idempotency is judged from the kernel's mount
+//! table, never from memory. Every body runs on the blocking pool: mounts and
+//! stat calls never stall the async workers.
+
+pub mod errors;
+mod publish;
+mod stage;
+mod usage;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use carve_core::engine::inflight::Guard;
+use carve_core::host::fs;
+use carve_core::host::mountinfo::Mount;
+use carve_core::host::paths::{self, Device, Spot};
+use carve_core::lvm::LvInfo;
+use carve_core::names;
 use tonic::{Request, Response, Status};
 
 use crate::capability;
 use crate::controller::{ControllerService, TOPOLOGY_KEY};
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::{self, node_server::Node};
-use crate::error::{detached_blocking, CsiError, CsiResult};
-use crate::params::VolumeContext;
-use carve_core::host::fs::FsType;
-use carve_core::host::fs::{self, Signature};
-use carve_core::host::mountinfo;
-use carve_core::host::paths::{self as paths, Device, Spot};
-use carve_core::lvm::LvInfo;
-use carve_core::names;
+use crate::error::{detached_blocking, Busy, LookupError, LvmFailure, ToolFailure};
+use errors::{BadRequest, MountTable, NotAt, Occupied, PathFailure, Unfinished, UnmountError};
 
 #[derive(Clone)]
 pub struct NodeService {
@@ -34,35 +44,33 @@ pub struct NodeService {
     pub timeout: Duration,
 }
 
-fn mounts() -> CsiResult<Vec<mountinfo::Mount>> {
-    paths::mounts()
-        .map_err(|e| CsiError::Unavailable(format!("cannot read /proc/self/mountinfo: {e}")))
+fn mounts() -> Result<Vec<Mount>, MountTable> {
+    paths::mounts().map_err(MountTable)
 }
 
-fn io_err(what: String) -> impl FnOnce(std::io::Error) -> CsiError {
-    move |e| CsiError::FailedPrecondition(format!("{what}: {e}"))
+fn path_failure(what: String) -> impl FnOnce(std::io::Error) -> PathFailure {
+    move |source| PathFailure { what, source }
 }
 
-fn required<'a>(what: &str, v: &'a str) -> CsiResult<&'a str> {
+fn required(what: &'static str, v: &str) -> Result<(), BadRequest> {
     if v.is_empty() {
-        Err(CsiError::InvalidArgument(format!("{what} is required")))
+        Err(BadRequest::Required(what))
     } else {
-        Ok(v)
+        Ok(())
     }
 }
 
-fn check_path(what: &str, p: &str) -> CsiResult<()> {
-    fs::check_path(what, p).map_err(CsiError::InvalidArgument)
+fn check_path(what: &'static str, p: &str) -> Result<(), BadRequest> {
+    fs::check_path(what, p).map_err(BadRequest::Path)
 }
 
 /// Validates a capability and its mount flags; returns it.
-fn check_cap(cap: Option<&csi::VolumeCapability>) -> CsiResult<&csi::VolumeCapability> {
-    let cap =
-        cap.ok_or_else(|| CsiError::InvalidArgument("volume_capability is required".into()))?;
-    capability::check(cap).map_err(CsiError::InvalidArgument)?;
+fn check_cap(cap: Option<&csi::VolumeCapability>) -> Result<&csi::VolumeCapability, BadRequest> {
+    let cap = cap.ok_or(BadRequest::NoCapability)?;
+    capability::check(cap)?;
     if let Some(AccessType::Mount(m)) = &cap.access_type {
         for f in &m.mount_flags {
-            fs::check_mount_flag(f).map_err(CsiError::InvalidArgument)?;
+            fs::check_mount_flag(f).map_err(BadRequest::MountFlag)?;
         }
     }
     Ok(cap)
@@ -85,83 +93,98 @@ fn one_target_only(cap: &csi::VolumeCapability) -> Option<Mode> {
     }
 }
 
+const MOUNT_ONLY_EMPTY: &str = "carve mounts only onto an empty directory or a path it creates";
+
 /// Refuses to mount onto anything but an empty directory (or file, for a
 /// raw block target) or a path carve creates; returns whether carve created it.
-fn prepare_mount_point(path: &Path, dir: bool) -> CsiResult<bool> {
-    match paths::inspect(path).map_err(io_err(format!("inspecting {}", path.display())))? {
+fn prepare_mount_point<E>(path: &Path, dir: bool) -> Result<bool, E>
+where
+    E: From<Occupied> + From<PathFailure>,
+{
+    let spot =
+        paths::inspect(path).map_err(path_failure(format!("inspecting {}", path.display())))?;
+    match spot {
         Spot::Missing => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)
-                    .map_err(io_err(format!("creating {}", parent.display())))?;
+                    .map_err(path_failure(format!("creating {}", parent.display())))?;
             }
             if dir {
                 std::fs::create_dir(path)
             } else {
                 std::fs::File::create(path).map(drop)
             }
-            .map_err(io_err(format!("creating {}", path.display())))?;
+            .map_err(path_failure(format!("creating {}", path.display())))?;
             Ok(true)
         }
         Spot::Empty => {
             let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
             if is_dir != dir {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "{} is {}; a {} volume needs {}",
-                    path.display(),
-                    if is_dir { "a directory" } else { "a file" },
-                    if dir { "filesystem" } else { "raw block" },
-                    if dir { "a directory" } else { "a file" }
-                )));
+                return Err(Occupied {
+                    path: path.to_path_buf(),
+                    what: if is_dir { "a directory" } else { "a file" }.into(),
+                    why: if dir {
+                        "a filesystem volume needs a directory"
+                    } else {
+                        "a raw block volume needs a file"
+                    },
+                }
+                .into());
             }
             Ok(false)
         }
-        Spot::Occupied(what) => Err(CsiError::FailedPrecondition(format!(
-            "{} is {what}; carve mounts only onto an empty directory or a path it creates",
-            path.display()
-        ))),
+        Spot::Occupied(what) => Err(Occupied {
+            path: path.to_path_buf(),
+            what,
+            why: MOUNT_ONLY_EMPTY,
+        }
+        .into()),
     }
 }
 
 impl NodeService {
-    async fn cmd(&self, program: &str, args: Vec<String>, context: String) -> CsiResult<()> {
+    async fn cmd(
+        &self,
+        program: &str,
+        args: Vec<String>,
+        context: String,
+    ) -> Result<(), ToolFailure> {
         fs::run(program, &args, self.timeout)
             .await
             .map(drop)
-            .map_err(CsiError::command(context))
+            .map_err(ToolFailure::ctx(context))
     }
 
-    /// The carve volume behind `volume_id`, or NotFound. Served from the
-    /// cached view when it knows the volume; callers check the device itself.
-    async fn volume(&self, volume_id: &str) -> CsiResult<LvInfo> {
+    /// The carve volume behind `volume_id`. Served from the cached view when
+    /// it knows the volume; callers check the device itself.
+    async fn volume(&self, volume_id: &str) -> Result<LvInfo, LookupError> {
         self.controller.volume_lv(volume_id, false).await
     }
 
-    fn guard(&self, lv: &LvInfo) -> CsiResult<carve_core::engine::inflight::Guard> {
+    fn guard(&self, lv: &LvInfo) -> Result<Guard, Busy> {
         self.controller
             .guard(&format!("volume {}/{}", lv.vg, lv.name), &lv.name)
     }
 
     /// A volume still being made from its source is never staged or
     /// published: its data is not whole yet.
-    fn check_complete(&self, lv: &LvInfo, volume_id: &str) -> CsiResult<()> {
+    fn check_complete(&self, lv: &LvInfo, volume_id: &str) -> Result<(), Unfinished> {
         if lv.tag(names::TAG_INCOMPLETE).is_none() {
             return Ok(());
         }
         let key = ControllerService::job_key(&lv.vg, &lv.name);
         Err(match self.controller.jobs.get(&key) {
-            Some(job) => CsiError::Aborted(format!(
-                "volume {volume_id} is still being filled from its source ({}); it can be used once CreateVolume has succeeded",
-                job.progress()
-            )),
-            None => CsiError::FailedPrecondition(format!(
-                "volume {volume_id} is not whole yet: CreateVolume has not finished making it from its source"
-            )),
+            Some(job) => Unfinished::Copying {
+                id: volume_id.to_string(),
+                progress: job.progress().to_string(),
+            },
+            None => Unfinished::NotWhole(volume_id.to_string()),
         })
     }
 
     /// Makes sure the LV's device node exists, activating the LV if needed.
     /// The device node, not a possibly cached lv_attr, is the test.
-    async fn ensure_active(&self, lv: &LvInfo) -> CsiResult<()> {
+    async fn ensure_active(&self, lv: &LvInfo) -> Result<(), LvmFailure> {
         if Path::new(&paths::device_path(lv)).exists() {
             return Ok(());
         }
@@ -172,413 +195,33 @@ impl NodeService {
             .await
             .ensure_device(&lv.name)
             .await
-            .map_err(CsiError::lvm(format!("activating {}/{}", lv.vg, lv.name)))?;
+            .map_err(LvmFailure::ctx(format!("activating {}/{}", lv.vg, lv.name)))?;
         self.controller.state.poke();
         Ok(())
-    }
-
-    /// The filesystem to stage with: the capability's, else the one recorded at
-    /// create (volume context, then the LV's tag), else ext4.
-    fn fs_type(
-        m: &csi::volume_capability::MountVolume,
-        req: &csi::NodeStageVolumeRequest,
-        lv: &LvInfo,
-    ) -> CsiResult<FsType> {
-        if !m.fs_type.is_empty() {
-            return m.fs_type.parse().map_err(CsiError::InvalidArgument);
-        }
-        let ctx =
-            VolumeContext::from_map(&req.volume_context).map_err(CsiError::InvalidArgument)?;
-        if let Some(fs) = ctx.fs_type {
-            return Ok(fs);
-        }
-        Ok(lv
-            .tag(names::TAG_FS_TYPE)
-            .and_then(|f| names::decode_tag_value(f).parse().ok())
-            .unwrap_or(FsType::Ext4))
-    }
-
-    async fn stage(
-        &self,
-        req: csi::NodeStageVolumeRequest,
-    ) -> CsiResult<csi::NodeStageVolumeResponse> {
-        required("volume_id", &req.volume_id)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
-        let cap = check_cap(req.volume_capability.as_ref())?;
-        let lv = self.volume(&req.volume_id).await?;
-        self.check_complete(&lv, &req.volume_id)?;
-        let _g = self.guard(&lv)?;
-        self.ensure_active(&lv).await?;
-        let Some(AccessType::Mount(m)) = &cap.access_type else {
-            // Raw block: publish bind-mounts the device node itself.
-            return Ok(csi::NodeStageVolumeResponse {});
-        };
-        let fs_type = Self::fs_type(m, &req, &lv)?;
-        let dev = Device::of(&lv);
-        if dev.number.is_none() {
-            return Err(CsiError::FailedPrecondition(format!(
-                "device {} of volume {} is not available",
-                dev.path, req.volume_id
-            )));
-        }
-        let staging = Path::new(&req.staging_target_path);
-        if let Some(existing) = mountinfo::at(&mounts()?, staging) {
-            if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
-                return Ok(csi::NodeStageVolumeResponse {});
-            }
-            return Err(CsiError::AlreadyExists(format!(
-                "{} is already mounted ({} {} from {}:{}), not volume {} as {fs_type}",
-                staging.display(),
-                existing.fs_type,
-                existing.source,
-                existing.major,
-                existing.minor,
-                req.volume_id
-            )));
-        }
-        let created = prepare_mount_point(staging, true)?;
-        let result = self
-            .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
-            .await;
-        if result.is_err() && created {
-            let _ = paths::remove_if_empty(staging);
-        }
-        result
-    }
-
-    async fn format_and_mount(
-        &self,
-        volume_id: &str,
-        dev: &Device,
-        staging: &Path,
-        fs_type: FsType,
-        m: &csi::volume_capability::MountVolume,
-    ) -> CsiResult<csi::NodeStageVolumeResponse> {
-        let device = &dev.path;
-        match fs::probe(device)
-            .await
-            .map_err(CsiError::command("probing for a filesystem"))?
-        {
-            Signature::None => {
-                let (prog, args) = fs::mkfs(fs_type, device);
-                tracing::info!(volume_id, fs = %fs_type, "formatting new volume");
-                self.cmd(&prog, args, format!("formatting {device} as {fs_type}"))
-                    .await?;
-            }
-            Signature::Filesystem(found) if found == fs_type.as_str() => {}
-            Signature::Filesystem(found) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "volume {volume_id} holds a {found} filesystem, not {fs_type}; carve never reformats existing data"
-                )))
-            }
-            Signature::Other(what) => {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "volume {volume_id} carries a {what} signature; carve will not format over it"
-                )))
-            }
-        }
-        let mut opts = fs::default_mount_options(fs_type);
-        opts.extend(m.mount_flags.iter().cloned());
-        carve_core::host::mount::mount_fs(device, staging, fs_type.as_str(), &opts).map_err(
-            CsiError::command(format!("mounting {device} on {}", staging.display())),
-        )?;
-        match mountinfo::at(&mounts()?, staging) {
-            Some(m) if dev.is_mounted_by(&m) => Ok(csi::NodeStageVolumeResponse {}),
-            _ => Err(CsiError::FailedPrecondition(format!(
-                "mount of {device} on {} reported success but the mount table does not show it",
-                staging.display()
-            ))),
-        }
     }
 
     /// Unmounts every mount of this volume stacked at `path` (a retried publish
     /// by an older kubelet can stack them); a mount that is not the volume's
     /// stops it. Returns whether the path is free of mounts afterwards.
-    fn unmount_ours(&self, path: &Path, dev: &Device) -> CsiResult<bool> {
+    fn unmount_ours(&self, path: &Path, dev: &Device) -> Result<bool, UnmountError> {
         for _ in 0..8 {
             match paths::holds_volume(&mounts()?, path, dev) {
                 None => return Ok(true),
                 Some(false) => return Ok(false),
                 Some(true) => carve_core::host::mount::umount(path)
-                    .map_err(CsiError::command(format!("unmounting {}", path.display())))?,
+                    .map_err(ToolFailure::ctx(format!("unmounting {}", path.display())))?,
             }
         }
-        Err(CsiError::FailedPrecondition(format!(
-            "{} is still mounted after 8 unmounts",
-            path.display()
-        )))
+        Err(UnmountError::StillMounted(path.to_path_buf()))
     }
 
-    /// NotFound for a path where the volume is not: touches nothing.
-    fn not_at(&self, volume_id: &str, path: &Path, what: &str) -> CsiError {
-        CsiError::NotFound(format!(
-            "volume {volume_id} is not at {} ({what}); nothing there was touched",
-            path.display()
-        ))
-    }
-
-    async fn unstage(
-        &self,
-        req: csi::NodeUnstageVolumeRequest,
-    ) -> CsiResult<csi::NodeUnstageVolumeResponse> {
-        required("volume_id", &req.volume_id)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
-        let staging = Path::new(&req.staging_target_path);
-        let mounted = mountinfo::at(&mounts()?, staging);
-        let lv = match self.volume(&req.volume_id).await {
-            Ok(lv) => lv,
-            // Nothing staged and no such volume: unstaged already.
-            Err(CsiError::NotFound(_)) if mounted.is_none() => {
-                return Ok(csi::NodeUnstageVolumeResponse {})
-            }
-            Err(e) => return Err(e),
-        };
-        let _g = self.guard(&lv)?;
-        let dev = Device::of(&lv);
-        if mounted.is_some() && !self.unmount_ours(staging, &dev)? {
-            return Err(self.not_at(
-                &req.volume_id,
-                staging,
-                "another filesystem is mounted there",
-            ));
+    /// A path where the volume is not: nothing there is touched.
+    fn not_at(&self, volume_id: &str, path: &Path, what: &'static str) -> NotAt {
+        NotAt {
+            id: volume_id.to_string(),
+            path: path.to_path_buf(),
+            what,
         }
-        Ok(csi::NodeUnstageVolumeResponse {})
-    }
-
-    async fn publish(
-        &self,
-        req: csi::NodePublishVolumeRequest,
-    ) -> CsiResult<csi::NodePublishVolumeResponse> {
-        required("volume_id", &req.volume_id)?;
-        check_path("target_path", &req.target_path)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
-        let cap = check_cap(req.volume_capability.as_ref())?;
-        let lv = self.volume(&req.volume_id).await?;
-        self.check_complete(&lv, &req.volume_id)?;
-        let _g = self.guard(&lv)?;
-        let read_only = req.readonly
-            || cap.access_mode.as_ref().map(|m| m.mode) == Some(Mode::SingleNodeReaderOnly as i32);
-        let target = Path::new(&req.target_path);
-        let staging = Path::new(&req.staging_target_path);
-        let block = is_block(cap);
-        if block {
-            self.ensure_active(&lv).await?;
-        }
-        let dev = Device::of(&lv);
-        let all = mounts()?;
-        let staged = if block {
-            None
-        } else {
-            Some(
-                mountinfo::at(&all, staging)
-                    .filter(|m| dev.is_mounted_by(m))
-                    .ok_or_else(|| {
-                        CsiError::FailedPrecondition(format!(
-                            "volume {} is not staged at {}: call NodeStageVolume first",
-                            req.volume_id,
-                            staging.display()
-                        ))
-                    })?,
-            )
-        };
-        // The same target again: idempotent if it is this volume as asked.
-        if let Some(existing) = mountinfo::at(&all, target) {
-            let same = match &staged {
-                Some(s) => (existing.major, existing.minor) == (s.major, s.minor),
-                None => dev.is_node_at(target),
-            };
-            let ro = existing.read_only();
-            if same && ro == read_only {
-                return Ok(csi::NodePublishVolumeResponse {});
-            }
-            return Err(CsiError::AlreadyExists(format!(
-                "{} is already published {} (read-only: {ro}); volume {} was asked with read-only: {read_only}",
-                target.display(),
-                if same { "for this volume" } else { "for another volume" },
-                req.volume_id
-            )));
-        }
-        if let Some(mode) = one_target_only(cap) {
-            let others = paths::other_publications(&all, &dev, staged.as_ref(), &[staging, target]);
-            if let Some(other) = others.first() {
-                return Err(CsiError::FailedPrecondition(format!(
-                    "volume {} is already published at {}; access mode {} allows one target path on a node",
-                    req.volume_id,
-                    other.display(),
-                    mode.as_str_name()
-                )));
-            }
-        }
-        let created = prepare_mount_point(target, !block)?;
-        let source = if block {
-            dev.path.clone()
-        } else {
-            req.staging_target_path.clone()
-        };
-        let result = carve_core::host::mount::bind(&source, target)
-            .map_err(CsiError::command(format!(
-                "bind-mounting {source} on {}",
-                target.display()
-            )))
-            .and_then(|()| {
-                if !read_only {
-                    return Ok(());
-                }
-                // A bind mount inherits the source's flags; read-only needs a
-                // remount of the new mount point alone.
-                carve_core::host::mount::remount_bind_read_only(target).map_err(|e| {
-                    let _ = carve_core::host::mount::umount(target);
-                    CsiError::command(format!("remounting {} read-only", target.display()))(e)
-                })
-            });
-        if result.is_err() && created {
-            let _ = paths::remove_if_empty(target);
-        }
-        result.map(|()| csi::NodePublishVolumeResponse {})
-    }
-
-    async fn unpublish(
-        &self,
-        req: csi::NodeUnpublishVolumeRequest,
-    ) -> CsiResult<csi::NodeUnpublishVolumeResponse> {
-        required("volume_id", &req.volume_id)?;
-        check_path("target_path", &req.target_path)?;
-        let target = Path::new(&req.target_path);
-        let mounted = mountinfo::at(&mounts()?, target).is_some();
-        let lv = match self.volume(&req.volume_id).await {
-            Ok(lv) => Some(lv),
-            Err(CsiError::NotFound(_)) if !mounted => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(lv) = &lv {
-            let _g = self.guard(lv)?;
-            let dev = Device::of(lv);
-            if mounted && !self.unmount_ours(target, &dev)? {
-                return Err(self.not_at(&req.volume_id, target, "something else is mounted there"));
-            }
-        }
-        // Only what carve made is removed: an empty directory or file.
-        if !paths::remove_if_empty(target)
-            .map_err(io_err(format!("removing {}", target.display())))?
-        {
-            return Err(self.not_at(
-                &req.volume_id,
-                target,
-                "the path holds data that is not this volume's",
-            ));
-        }
-        Ok(csi::NodeUnpublishVolumeResponse {})
-    }
-
-    async fn stats(
-        &self,
-        req: csi::NodeGetVolumeStatsRequest,
-    ) -> CsiResult<csi::NodeGetVolumeStatsResponse> {
-        required("volume_id", &req.volume_id)?;
-        required("volume_path", &req.volume_path)?;
-        // A fresh report: health should be current.
-        let lv = self.controller.volume_lv(&req.volume_id, true).await?;
-        let view = self.controller.view()?;
-        let path = Path::new(&req.volume_path);
-        let dev = Device::of(&lv);
-        let condition = self.controller.condition(&lv, &view.lvm);
-        use csi::volume_usage::Unit;
-        let block_node = std::fs::metadata(path).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            m.file_type().is_block_device()
-        });
-        // A raw block target is the LV's node; an inactive LV has no device
-        // number to compare, and then its abnormal condition is what is reported.
-        let usage = if block_node && (dev.is_node_at(path) || dev.number.is_none()) {
-            vec![csi::VolumeUsage {
-                available: 0,
-                total: lv.size as i64,
-                used: 0,
-                unit: Unit::Bytes as i32,
-            }]
-        } else if paths::holds_volume(&mounts()?, path, &dev) == Some(true) {
-            let u = paths::fs_usage(path).map_err(io_err(format!("statvfs {}", path.display())))?;
-            vec![
-                csi::VolumeUsage {
-                    available: u.available_bytes as i64,
-                    total: u.total_bytes as i64,
-                    used: u.used_bytes as i64,
-                    unit: Unit::Bytes as i32,
-                },
-                csi::VolumeUsage {
-                    available: u.free_inodes as i64,
-                    total: u.total_inodes as i64,
-                    used: u.used_inodes as i64,
-                    unit: Unit::Inodes as i32,
-                },
-            ]
-        } else {
-            return Err(self.not_at(&req.volume_id, path, "it is not mounted there"));
-        };
-        Ok(csi::NodeGetVolumeStatsResponse {
-            usage,
-            volume_condition: Some(condition),
-        })
-    }
-
-    async fn expand(
-        &self,
-        req: csi::NodeExpandVolumeRequest,
-    ) -> CsiResult<csi::NodeExpandVolumeResponse> {
-        required("volume_id", &req.volume_id)?;
-        required("volume_path", &req.volume_path)?;
-        if let Some(c) = &req.volume_capability {
-            check_cap(Some(c))?;
-        }
-        let lv = self.volume(&req.volume_id).await?;
-        let path = Path::new(&req.volume_path);
-        let dev = Device::of(&lv);
-        let mount = mountinfo::at(&mounts()?, path).filter(|m| dev.is_mounted_by(m));
-        let block = dev.is_node_at(path);
-        if mount.is_none() && !block {
-            return Err(self.not_at(&req.volume_id, path, "it is not published there"));
-        }
-        // Grow the LV first (a no-op when the controller already did), with the
-        // controller's own checks for size, class and capacity.
-        let mut size = lv.size;
-        if let Some(range) = &req.capacity_range {
-            let r = self
-                .controller
-                .expand(csi::ControllerExpandVolumeRequest {
-                    volume_id: req.volume_id.clone(),
-                    capacity_range: Some(*range),
-                    volume_capability: req.volume_capability.clone(),
-                    ..Default::default()
-                })
-                .await?;
-            size = r.capacity_bytes as u64;
-        }
-        if let Some(mount) = mount {
-            let _g = self.guard(&lv)?;
-            match fs::grow(&mount.fs_type, &dev.path, &req.volume_path) {
-                Some((prog, args)) => {
-                    tracing::info!(volume_id = %req.volume_id, fs = %mount.fs_type, size, "growing filesystem online");
-                    self.cmd(
-                        &prog,
-                        args,
-                        format!(
-                            "growing the {} filesystem of {}",
-                            mount.fs_type, req.volume_id
-                        ),
-                    )
-                    .await?;
-                }
-                None => {
-                    return Err(CsiError::FailedPrecondition(format!(
-                        "carve cannot grow a {} filesystem",
-                        mount.fs_type
-                    )))
-                }
-            }
-        }
-        Ok(csi::NodeExpandVolumeResponse {
-            capacity_bytes: size as i64,
-        })
     }
 }
 
@@ -715,22 +358,26 @@ mod tests {
 
     #[test]
     fn mount_points_must_be_empty_or_new() {
+        use errors::PublishError;
+        let prepare = |p: &Path, dir| prepare_mount_point::<PublishError>(p, dir);
         let dir = tempfile::tempdir().unwrap();
         let new = dir.path().join("a/b/target");
-        assert!(prepare_mount_point(&new, true).unwrap(), "created");
+        assert!(prepare(&new, true).unwrap(), "created");
         assert!(new.is_dir());
-        assert!(!prepare_mount_point(&new, true).unwrap(), "empty: reused");
+        assert!(!prepare(&new, true).unwrap(), "empty: reused");
         assert!(matches!(
-            prepare_mount_point(&new, false),
-            Err(CsiError::FailedPrecondition(_))
+            prepare(&new, false),
+            Err(PublishError::Occupied(_))
         ));
         std::fs::write(new.join("f"), b"x").unwrap();
-        assert!(matches!(
-            prepare_mount_point(&new, true),
-            Err(CsiError::FailedPrecondition(_))
-        ));
+        let e = prepare(&new, true).unwrap_err();
+        assert!(matches!(e, PublishError::Occupied(_)), "{e}");
+        assert_eq!(
+            crate::error::RpcError::code(&e),
+            tonic::Code::FailedPrecondition
+        );
         let file = dir.path().join("block");
-        assert!(prepare_mount_point(&file, false).unwrap());
+        assert!(prepare(&file, false).unwrap());
         assert!(file.is_file());
     }
 }

@@ -1,0 +1,172 @@
+//! NodeStageVolume and NodeUnstageVolume: a filesystem volume is formatted
+//! (only when libblkid finds no signature at all) and mounted at the staging
+//! path; a raw block volume needs only its device. Unstage unmounts what is
+//! the volume's at the staging path, and nothing else.
+
+use std::path::Path;
+
+use carve_core::host::fs::{self, FsType, Signature};
+use carve_core::host::mountinfo;
+use carve_core::host::paths::{self, Device};
+use carve_core::lvm::LvInfo;
+use carve_core::names;
+
+use super::errors::{BadRequest, StageError, UnstageError};
+use super::{check_cap, check_path, mounts, prepare_mount_point, required, NodeService};
+use crate::csi::{self, volume_capability::AccessType};
+use crate::error::{LookupError, Missing, ToolFailure};
+use crate::params::VolumeContext;
+
+type StageResult<T> = Result<T, StageError>;
+
+/// The filesystem to stage with: the capability's, else the one recorded at
+/// create (volume context, then the LV's tag), else ext4.
+fn stage_fs(
+    m: &csi::volume_capability::MountVolume,
+    req: &csi::NodeStageVolumeRequest,
+    lv: &LvInfo,
+) -> Result<FsType, BadRequest> {
+    if !m.fs_type.is_empty() {
+        return m.fs_type.parse().map_err(|e| {
+            BadRequest::Capability(crate::capability::CapabilityError::Filesystem(e))
+        });
+    }
+    let ctx = VolumeContext::from_map(&req.volume_context).map_err(BadRequest::Context)?;
+    if let Some(fs) = ctx.fs_type {
+        return Ok(fs);
+    }
+    Ok(lv
+        .tag(names::TAG_FS_TYPE)
+        .and_then(|f| names::decode_tag_value(f).parse().ok())
+        .unwrap_or(FsType::Ext4))
+}
+
+impl NodeService {
+    pub(super) async fn stage(
+        &self,
+        req: csi::NodeStageVolumeRequest,
+    ) -> StageResult<csi::NodeStageVolumeResponse> {
+        required("volume_id", &req.volume_id)?;
+        check_path("staging_target_path", &req.staging_target_path)?;
+        let cap = check_cap(req.volume_capability.as_ref())?;
+        let lv = self.volume(&req.volume_id).await?;
+        self.check_complete(&lv, &req.volume_id)?;
+        let _busy = self.guard(&lv)?;
+        self.ensure_active(&lv).await?;
+        let Some(AccessType::Mount(m)) = &cap.access_type else {
+            // Raw block: publish bind-mounts the device node itself.
+            return Ok(csi::NodeStageVolumeResponse {});
+        };
+        let fs_type = stage_fs(m, &req, &lv)?;
+        let dev = Device::of(&lv);
+        if dev.number.is_none() {
+            return Err(StageError::NoDevice {
+                device: dev.path.clone(),
+                id: req.volume_id,
+            });
+        }
+        let staging = Path::new(&req.staging_target_path);
+        if let Some(existing) = mountinfo::at(&mounts()?, staging) {
+            if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
+                return Ok(csi::NodeStageVolumeResponse {});
+            }
+            return Err(StageError::StagedElse {
+                path: staging.to_path_buf(),
+                what: format!(
+                    "{} {} from {}:{}",
+                    existing.fs_type, existing.source, existing.major, existing.minor
+                ),
+                id: req.volume_id,
+                fs: fs_type.to_string(),
+            });
+        }
+        let created: bool = prepare_mount_point::<StageError>(staging, true)?;
+        let result = self
+            .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
+            .await;
+        if result.is_err() && created {
+            let _ = paths::remove_if_empty(staging);
+        }
+        result.map(|()| csi::NodeStageVolumeResponse {})
+    }
+
+    async fn format_and_mount(
+        &self,
+        volume_id: &str,
+        dev: &Device,
+        staging: &Path,
+        fs_type: FsType,
+        m: &csi::volume_capability::MountVolume,
+    ) -> StageResult<()> {
+        let device = &dev.path;
+        match fs::probe(device)
+            .await
+            .map_err(ToolFailure::ctx("probing for a filesystem"))?
+        {
+            Signature::None => {
+                let (prog, args) = fs::mkfs(fs_type, device);
+                tracing::info!(volume_id, fs = %fs_type, "formatting new volume");
+                self.cmd(&prog, args, format!("formatting {device} as {fs_type}"))
+                    .await?;
+            }
+            Signature::Filesystem(found) if found == fs_type.as_str() => {}
+            Signature::Filesystem(found) => {
+                return Err(StageError::OtherFilesystem {
+                    id: volume_id.to_string(),
+                    found,
+                    want: fs_type.to_string(),
+                })
+            }
+            Signature::Other(what) => {
+                return Err(StageError::Signature {
+                    id: volume_id.to_string(),
+                    what,
+                })
+            }
+        }
+        let mut opts = fs::default_mount_options(fs_type);
+        opts.extend(m.mount_flags.iter().cloned());
+        carve_core::host::mount::mount_fs(device, staging, fs_type.as_str(), &opts).map_err(
+            ToolFailure::ctx(format!("mounting {device} on {}", staging.display())),
+        )?;
+        match mountinfo::at(&mounts()?, staging) {
+            Some(m) if dev.is_mounted_by(&m) => Ok(()),
+            _ => Err(StageError::NotMounted {
+                device: device.clone(),
+                path: staging.to_path_buf(),
+            }),
+        }
+    }
+
+    pub(super) async fn unstage(
+        &self,
+        req: csi::NodeUnstageVolumeRequest,
+    ) -> Result<csi::NodeUnstageVolumeResponse, UnstageError> {
+        required("volume_id", &req.volume_id)?;
+        check_path("staging_target_path", &req.staging_target_path)?;
+        let staging = Path::new(&req.staging_target_path);
+        let mounted = mountinfo::at(&mounts()?, staging);
+        let lv = match self.volume(&req.volume_id).await {
+            Ok(lv) => lv,
+            // Nothing staged and no such volume: unstaged already.
+            Err(LookupError::Missing(Missing::Gone { .. } | Missing::Elsewhere { .. }))
+                if mounted.is_none() =>
+            {
+                return Ok(csi::NodeUnstageVolumeResponse {})
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let _busy = self.guard(&lv)?;
+        let dev = Device::of(&lv);
+        if mounted.is_some() && !self.unmount_ours(staging, &dev)? {
+            return Err(self
+                .not_at(
+                    &req.volume_id,
+                    staging,
+                    "another filesystem is mounted there",
+                )
+                .into());
+        }
+        Ok(csi::NodeUnstageVolumeResponse {})
+    }
+}

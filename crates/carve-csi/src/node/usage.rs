@@ -1,0 +1,123 @@
+//! NodeGetVolumeStats and NodeExpandVolume: what a published or staged
+//! volume holds, and growing it in place. Both act on a path only when the
+//! kernel shows the volume there.
+
+use std::path::Path;
+
+use carve_core::host::fs;
+use carve_core::host::mountinfo;
+use carve_core::host::paths::{self, Device};
+
+use super::errors::{NodeExpandError, StatsError};
+use super::{check_cap, mounts, path_failure, required, NodeService};
+use crate::csi;
+
+impl NodeService {
+    pub(super) async fn stats(
+        &self,
+        req: csi::NodeGetVolumeStatsRequest,
+    ) -> Result<csi::NodeGetVolumeStatsResponse, StatsError> {
+        required("volume_id", &req.volume_id)?;
+        required("volume_path", &req.volume_path)?;
+        // A fresh report: health should be current.
+        let lv = self.controller.volume_lv(&req.volume_id, true).await?;
+        let view = self.controller.view()?;
+        let path = Path::new(&req.volume_path);
+        let dev = Device::of(&lv);
+        let condition = self.controller.condition(&lv, &view.lvm);
+        use csi::volume_usage::Unit;
+        let block_node = std::fs::metadata(path).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_block_device()
+        });
+        // A raw block target is the LV's node; an inactive LV has no device
+        // number to compare, and then its abnormal condition is what is reported.
+        let usage = if block_node && (dev.is_node_at(path) || dev.number.is_none()) {
+            vec![csi::VolumeUsage {
+                available: 0,
+                total: lv.size as i64,
+                used: 0,
+                unit: Unit::Bytes as i32,
+            }]
+        } else if paths::holds_volume(&mounts()?, path, &dev) == Some(true) {
+            let u = paths::fs_usage(path)
+                .map_err(path_failure(format!("statvfs {}", path.display())))?;
+            vec![
+                csi::VolumeUsage {
+                    available: u.available_bytes as i64,
+                    total: u.total_bytes as i64,
+                    used: u.used_bytes as i64,
+                    unit: Unit::Bytes as i32,
+                },
+                csi::VolumeUsage {
+                    available: u.free_inodes as i64,
+                    total: u.total_inodes as i64,
+                    used: u.used_inodes as i64,
+                    unit: Unit::Inodes as i32,
+                },
+            ]
+        } else {
+            return Err(self
+                .not_at(&req.volume_id, path, "it is not mounted there")
+                .into());
+        };
+        Ok(csi::NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(condition),
+        })
+    }
+
+    pub(super) async fn expand(
+        &self,
+        req: csi::NodeExpandVolumeRequest,
+    ) -> Result<csi::NodeExpandVolumeResponse, NodeExpandError> {
+        required("volume_id", &req.volume_id)?;
+        required("volume_path", &req.volume_path)?;
+        if let Some(c) = &req.volume_capability {
+            check_cap(Some(c))?;
+        }
+        let lv = self.volume(&req.volume_id).await?;
+        let path = Path::new(&req.volume_path);
+        let dev = Device::of(&lv);
+        let mount = mountinfo::at(&mounts()?, path).filter(|m| dev.is_mounted_by(m));
+        if mount.is_none() && !dev.is_node_at(path) {
+            return Err(self
+                .not_at(&req.volume_id, path, "it is not published there")
+                .into());
+        }
+        // Grow the LV first (a no-op when the controller already did), with the
+        // controller's own checks for size, class and capacity.
+        let mut size = lv.size;
+        if let Some(range) = &req.capacity_range {
+            let r = self
+                .controller
+                .expand(csi::ControllerExpandVolumeRequest {
+                    volume_id: req.volume_id.clone(),
+                    capacity_range: Some(*range),
+                    volume_capability: req.volume_capability.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            size = r.capacity_bytes as u64;
+        }
+        if let Some(mount) = mount {
+            let _busy = self.guard(&lv)?;
+            let Some((prog, args)) = fs::grow(&mount.fs_type, &dev.path, &req.volume_path) else {
+                return Err(NodeExpandError::CannotGrow(mount.fs_type));
+            };
+            tracing::info!(volume_id = %req.volume_id, fs = %mount.fs_type, size, "growing filesystem online");
+            self.cmd(
+                &prog,
+                args,
+                format!(
+                    "growing the {} filesystem of {}",
+                    mount.fs_type, req.volume_id
+                ),
+            )
+            .await?;
+        }
+        Ok(csi::NodeExpandVolumeResponse {
+            capacity_bytes: size as i64,
+        })
+    }
+}
