@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -26,32 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve CSI Identity and Controller on a Unix socket.
-    Serve {
-        /// Socket to serve on, as unix:///absolute/path. A stale socket is replaced;
-        /// any other file at the path is refused.
-        #[arg(
-            long,
-            env = "CSI_ENDPOINT",
-            default_value = "unix:///run/carve/csi.sock"
-        )]
-        endpoint: String,
-        /// This node's name; becomes the topology.carve.dev/node value of every volume.
-        #[arg(long, env = "CARVE_NODE_ID")]
-        node_id: String,
-        /// CSI driver name, also written into every LV's owner tag.
-        #[arg(long, env = "CARVE_DRIVER_NAME", default_value = "carve.dev")]
-        driver_name: String,
-        /// Node configuration file (TOML): device classes and tuning.
-        #[arg(long, env = "CARVE_CONFIG", default_value = "/etc/carve/config.toml")]
-        config: PathBuf,
-        /// Most volumes this node may hold (NodeGetInfo max_volumes_per_node); 0 = no limit.
-        #[arg(long, env = "CARVE_MAX_VOLUMES", default_value_t = 0)]
-        max_volumes_per_node: i64,
-        /// The lvm binary to run.
-        #[arg(long, env = "CARVE_LVM", default_value = "lvm")]
-        lvm: String,
-    },
+    /// Serve CSI Identity, Controller and Node on a Unix socket.
+    Serve(ServeArgs),
     /// Validate a configuration file and exit (0 = valid).
     CheckConfig {
         #[arg(long, default_value = "/etc/carve/config.toml")]
@@ -59,7 +36,34 @@ enum Command {
     },
 }
 
-fn main() -> std::process::ExitCode {
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Socket to serve on, as unix:///absolute/path. A stale socket is replaced;
+    /// any other file at the path is refused.
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/carve/csi.sock"
+    )]
+    endpoint: String,
+    /// This node's name; becomes the topology.carve.dev/node value of every volume.
+    #[arg(long, env = "CARVE_NODE_ID")]
+    node_id: String,
+    /// CSI driver name, also written into every LV's owner tag.
+    #[arg(long, env = "CARVE_DRIVER_NAME", default_value = "carve.dev")]
+    driver_name: String,
+    /// Node configuration file (TOML): device classes and tuning.
+    #[arg(long, env = "CARVE_CONFIG", default_value = "/etc/carve/config.toml")]
+    config: PathBuf,
+    /// Most volumes this node may hold (NodeGetInfo max_volumes_per_node); 0 = no limit.
+    #[arg(long, env = "CARVE_MAX_VOLUMES", default_value_t = 0)]
+    max_volumes_per_node: i64,
+    /// The lvm binary to run.
+    #[arg(long, env = "CARVE_LVM", default_value = "lvm")]
+    lvm: String,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -69,94 +73,116 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(c) => {
-                println!(
-                    "{}: {} device class(es), default {:?}",
-                    config.display(),
-                    c.device_classes.len(),
-                    c.default_class().name
-                );
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::ExitCode::from(2)
-            }
-        },
-        Command::Serve {
-            endpoint,
-            node_id,
-            driver_name,
-            config,
-            max_volumes_per_node,
-            lvm,
-        } => {
-            let config = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("carve: {e}");
-                    return std::process::ExitCode::from(2);
-                }
-            };
-            if max_volumes_per_node < 0 {
-                eprintln!("carve: --max-volumes-per-node must not be negative");
-                return std::process::ExitCode::from(2);
-            }
-            if !carve_core::names::is_node_name(&node_id) {
-                eprintln!("carve: --node-id {node_id:?} must be 1-253 characters of A-Z, a-z, 0-9, '-', '.', '_' (it is part of every volume ID)");
-                return std::process::ExitCode::from(2);
-            }
-            if driver_name.is_empty() {
-                eprintln!("carve: --driver-name must not be empty");
-                return std::process::ExitCode::from(2);
-            }
-            carve_core::host::ffi::limit_malloc_arenas();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                // Node RPCs (mounts, stat) and block copies run on blocking
-                // threads, made only as needed.
-                .max_blocking_threads(32)
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            rt.block_on(async move {
-                if carve_core::host::exec::find_in_path(&lvm).is_none() {
-                    eprintln!("carve: required binary {lvm:?} not found on PATH (install lvm2)");
-                    return std::process::ExitCode::from(3);
-                }
-                // Filesystem tools are needed only for the filesystems volumes use:
-                // missing ones are reported now rather than at the first stage.
-                let missing: Vec<&str> = ["mkfs.ext4", "resize2fs", "mkfs.xfs", "xfs_growfs", "mkfs.btrfs", "btrfs"]
-                    .into_iter()
-                    .filter(|p| carve_core::host::exec::find_in_path(p).is_none())
-                    .collect();
-                if !missing.is_empty() {
-                    tracing::warn!(missing = ?missing, "filesystem tools not found: volumes of those filesystems cannot be staged or grown");
-                }
-                let runner = Arc::new(SystemLvm::new(lvm, config.lvm_timeout()));
-                match Lvm::new(runner.clone()).version().await {
-                    Ok(v) => tracing::info!(lvm = %v, "lvm found"),
-                    Err(e) => {
-                        eprintln!("carve: lvm does not run: {e}");
-                        return std::process::ExitCode::from(3);
-                    }
-                }
-                let opts = carve_csi::server::Options {
-                    endpoint,
-                    node_id,
-                    driver_name,
-                    max_volumes: max_volumes_per_node,
-                    config,
-                };
-                match carve_csi::server::serve(opts, runner).await {
-                    Ok(()) => std::process::ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("carve: {e}");
-                        std::process::ExitCode::from(1)
-                    }
-                }
-            })
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!(
+                "{}: {} device class(es), default {:?}",
+                path.display(),
+                c.device_classes.len(),
+                c.default_class().name
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Flags and config, checked before anything starts (exit 2 on a bad one).
+fn validated(args: &ServeArgs) -> Result<Config, String> {
+    let config = Config::load(&args.config).map_err(|e| e.to_string())?;
+    if args.max_volumes_per_node < 0 {
+        return Err("--max-volumes-per-node must not be negative".into());
+    }
+    if !carve_core::names::is_node_name(&args.node_id) {
+        return Err(format!(
+            "--node-id {:?} must be 1-253 characters of A-Z, a-z, 0-9, '-', '.', '_' (it is part of every volume ID)",
+            args.node_id
+        ));
+    }
+    if args.driver_name.is_empty() {
+        return Err("--driver-name must not be empty".into());
+    }
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let config = match validated(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("carve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    carve_core::host::ffi::limit_malloc_arenas();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        // Node RPCs (mounts, stat) and block copies run on blocking threads,
+        // made only as needed.
+        .max_blocking_threads(32)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(args, config))
+}
+
+/// The binaries carve runs, checked at start-up rather than at the first
+/// request: lvm must run (exit 3 otherwise); missing filesystem tools only
+/// limit the filesystems volumes can use, and are reported.
+async fn check_tools(lvm: &str, runner: Arc<SystemLvm>) -> Result<(), String> {
+    if carve_core::host::exec::find_in_path(lvm).is_none() {
+        return Err(format!(
+            "required binary {lvm:?} not found on PATH (install lvm2)"
+        ));
+    }
+    let missing: Vec<&str> = [
+        "mkfs.ext4",
+        "resize2fs",
+        "mkfs.xfs",
+        "xfs_growfs",
+        "mkfs.btrfs",
+        "btrfs",
+    ]
+    .into_iter()
+    .filter(|p| carve_core::host::exec::find_in_path(p).is_none())
+    .collect();
+    if !missing.is_empty() {
+        tracing::warn!(missing = ?missing, "filesystem tools not found: volumes of those filesystems cannot be staged or grown");
+    }
+    let version = Lvm::new(runner)
+        .version()
+        .await
+        .map_err(|e| format!("lvm does not run: {e}"))?;
+    tracing::info!(lvm = %version, "lvm found");
+    Ok(())
+}
+
+async fn run(args: ServeArgs, config: Config) -> ExitCode {
+    let runner = Arc::new(SystemLvm::new(args.lvm.clone(), config.lvm_timeout()));
+    if let Err(e) = check_tools(&args.lvm, runner.clone()).await {
+        eprintln!("carve: {e}");
+        return ExitCode::from(3);
+    }
+    let opts = carve_csi::server::Options {
+        endpoint: args.endpoint,
+        node_id: args.node_id,
+        driver_name: args.driver_name,
+        max_volumes: args.max_volumes_per_node,
+        config,
+    };
+    match carve_csi::server::serve(opts, runner).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carve: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -150,7 +150,7 @@ into_status!(
     ListSnapshotsError,
     GetSnapshotError
 );
-use carve_core::config::Provisioning;
+use carve_core::config::{DeviceClass, Provisioning};
 use carve_core::engine::state::Change;
 use carve_core::lvm::{LvInfo, LvmErrorKind, LvmState};
 use carve_core::names::LvKind;
@@ -231,27 +231,7 @@ impl ControllerService {
             names::tag(names::TAG_SIZE, &src.size.to_string()),
             names::tag(names::TAG_CREATED, &created.to_string()),
         ];
-        let cow = match class.provisioning {
-            Provisioning::Thin => None,
-            Provisioning::Thick => {
-                let g = view
-                    .lvm
-                    .vgs
-                    .get(&vg)
-                    .ok_or_else(|| CreateSnapshotError::VgGone(vg.clone()))?;
-                let reserve = class.snapshot_reserve(src.size, g.extent_size);
-                let free = g.free.saturating_sub(class.spare);
-                if reserve > free {
-                    return Err(CreateSnapshotError::NoRoom {
-                        source_id: req.source_volume_id,
-                        reserve,
-                        vg,
-                        free,
-                    });
-                }
-                Some(reserve)
-            }
-        };
+        let cow = cow_reserve(class, &view.lvm, &src, &req.source_volume_id)?;
         tracing::info!(name = %req.name, source = %req.source_volume_id, snapshot = %format!("{vg}/{snap_name}"), cow_bytes = ?cow, "creating snapshot");
         match guard
             .create_snapshot(&src.name, &snap_name, cow, &tags)
@@ -259,19 +239,7 @@ impl ControllerService {
         {
             Ok(()) => {}
             Err(e) if e.kind == LvmErrorKind::Exists => {
-                // Made by a call the cached view has not seen yet.
-                let fresh = self
-                    .state
-                    .refresh_vg(&vg)
-                    .await
-                    .map_err(LvmFailure::ctx("reading LVM state"))?;
-                if let Some(s) = self.existing_snapshot(&fresh.lvm, &snap_name, &req)? {
-                    return Ok(csi::CreateSnapshotResponse { snapshot: Some(s) });
-                }
-                return Err(CreateSnapshotError::Conflict {
-                    name: req.name,
-                    other: format!("an LV {vg}/{snap_name} that is not this snapshot"),
-                });
+                return self.taken(&vg, &snap_name, &req).await;
             }
             Err(e) => {
                 return Err(LvmFailure::ctx(format!("creating snapshot {:?}", req.name))(e).into())
@@ -289,6 +257,28 @@ impl ControllerService {
         Ok(csi::CreateSnapshotResponse {
             snapshot: Some(snapshot),
         })
+    }
+
+    /// An lvcreate of `snap_name` that found the name taken: a call the cached
+    /// view has not seen made it (this snapshot), or it is something else.
+    async fn taken(
+        &self,
+        vg: &str,
+        snap_name: &str,
+        req: &csi::CreateSnapshotRequest,
+    ) -> Result<csi::CreateSnapshotResponse, CreateSnapshotError> {
+        let fresh = self
+            .state
+            .refresh_vg(vg)
+            .await
+            .map_err(LvmFailure::ctx("reading LVM state"))?;
+        match self.existing_snapshot(&fresh.lvm, snap_name, req)? {
+            Some(s) => Ok(csi::CreateSnapshotResponse { snapshot: Some(s) }),
+            None => Err(CreateSnapshotError::Conflict {
+                name: req.name.clone(),
+                other: format!("an LV {vg}/{snap_name} that is not this snapshot"),
+            }),
+        }
     }
 
     /// A snapshot LV of this request's name already exists: the same request
@@ -431,6 +421,34 @@ impl ControllerService {
             snapshot: Some(self.snapshot_of(&lv)),
         })
     }
+}
+
+/// Copy-on-write space a thick snapshot of `src` takes (`None` for thin), if
+/// the VG has it beyond the class's spare.
+fn cow_reserve(
+    class: &DeviceClass,
+    state: &LvmState,
+    src: &LvInfo,
+    source_id: &str,
+) -> Result<Option<u64>, CreateSnapshotError> {
+    if class.provisioning == Provisioning::Thin {
+        return Ok(None);
+    }
+    let vg = state
+        .vgs
+        .get(&src.vg)
+        .ok_or_else(|| CreateSnapshotError::VgGone(src.vg.clone()))?;
+    let reserve = class.snapshot_reserve(src.size, vg.extent_size);
+    let free = vg.free.saturating_sub(class.spare);
+    if reserve > free {
+        return Err(CreateSnapshotError::NoRoom {
+            source_id: source_id.to_string(),
+            reserve,
+            vg: src.vg.clone(),
+            free,
+        });
+    }
+    Ok(Some(reserve))
 }
 
 #[cfg(test)]
