@@ -53,6 +53,63 @@ fn num(v: &Value) -> u64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
 }
 
+/// Size, lv_attr, pool and origin of the LV an lvcreate argv describes: a
+/// classic snapshot (its size is its copy-on-write space), a thin snapshot, a
+/// thin volume, or a linear/RAID volume. `None` when the origin is missing.
+fn lv_shape(
+    args: &[String],
+    origin: Option<&Value>,
+    sub: Option<&str>,
+) -> Option<(u64, String, String, String)> {
+    let arg = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .map(|i| args[i + 1].clone())
+    };
+    let name_of = |o: &Value, field: &str| o[field].as_str().unwrap().to_string();
+    Some(match (origin, arg("--size")) {
+        (Some(o), Some(cow)) => (
+            bytes_arg(&cow),
+            "swi-a-s---".to_string(),
+            String::new(),
+            name_of(o, "lv_name"),
+        ),
+        (Some(o), None) => {
+            let attr = if args.iter().any(|a| a == "--setactivationskip") {
+                "Vwi-a-tz--"
+            } else {
+                "Vwi---tz-k"
+            };
+            (
+                num(&o["lv_size"]),
+                attr.to_string(),
+                name_of(o, "pool_lv"),
+                name_of(o, "lv_name"),
+            )
+        }
+        (None, _) if arg("--virtualsize").is_some() => (
+            bytes_arg(&arg("--virtualsize").unwrap()),
+            "Vwi-a-tz--".to_string(),
+            sub.unwrap_or_default().to_string(),
+            String::new(),
+        ),
+        (None, Some(size)) => {
+            let attr = if arg("--type").is_some() {
+                "rwi-a-r---"
+            } else {
+                "-wi-a-----"
+            };
+            (
+                bytes_arg(&size),
+                attr.to_string(),
+                String::new(),
+                String::new(),
+            )
+        }
+        (None, None) => return None,
+    })
+}
+
 fn bytes_arg(v: &str) -> u64 {
     v.trim_end_matches('b')
         .parse()
@@ -231,42 +288,11 @@ impl FakeLvm {
                     .find(|l| l["lv_name"] == s && snapshot)
                     .cloned()
             });
-            let (size, attr, pool, origin_name) = match (&origin, arg("--size")) {
-                // A classic snapshot: its own size is its copy-on-write space.
-                (Some(o), Some(cow)) => (
-                    bytes_arg(&cow),
-                    "swi-a-s---".to_string(),
-                    String::new(),
-                    o["lv_name"].as_str().unwrap().to_string(),
-                ),
-                // A thin snapshot of a thin LV.
-                (Some(o), None) => (
-                    num(&o["lv_size"]),
-                    if args.iter().any(|a| a == "--setactivationskip") {
-                        "Vwi-a-tz--"
-                    } else {
-                        "Vwi---tz-k"
-                    }
-                    .to_string(),
-                    o["pool_lv"].as_str().unwrap().to_string(),
-                    o["lv_name"].as_str().unwrap().to_string(),
-                ),
-                (None, _) if arg("--virtualsize").is_some() => (
-                    bytes_arg(&arg("--virtualsize").unwrap()),
-                    "Vwi-a-tz--".to_string(),
-                    sub.clone().unwrap_or_default(),
-                    String::new(),
-                ),
-                (None, Some(sz)) => (
-                    bytes_arg(&sz),
-                    if raid.is_some() { "rwi-a-r---" } else { "-wi-a-----" }.to_string(),
-                    String::new(),
-                    String::new(),
-                ),
-                (None, None) => {
-                    return failed(format!("  Failed to find logical volume \"{target}\"\n"))
-                }
+            let shape = match lv_shape(args, origin.as_ref(), sub.as_deref()) {
+                Some(shape) => shape,
+                None => return failed(format!("  Failed to find logical volume \"{target}\"\n")),
             };
+            let (size, attr, pool, origin_name) = shape;
             let mut lv = json!({
                 "lv_name": name,
                 "vg_name": vg,

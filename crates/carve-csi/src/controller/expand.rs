@@ -67,17 +67,7 @@ impl ControllerService {
         &self,
         req: csi::ControllerExpandVolumeRequest,
     ) -> Result<csi::ControllerExpandVolumeResponse, ExpandVolumeError> {
-        if req.volume_id.is_empty() {
-            return Err(LookupError::from(Missing::Required("volume_id")).into());
-        }
-        let range = req.capacity_range.ok_or(ExpandVolumeError::NoRange)?;
-        if let Some(c) = &req.volume_capability {
-            capability::check(c)?;
-        }
-        let node_expansion_required = !req
-            .volume_capability
-            .as_ref()
-            .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
+        let (range, node_expansion_required) = checked(&req)?;
         let lv = self.volume_lv(&req.volume_id, false).await?;
         let _busy = self.guard(&format!("volume {}", req.volume_id), &lv.name)?;
         let guard = self.lvm.lock_vg(&lv.vg).await;
@@ -143,4 +133,23 @@ impl ControllerService {
             node_expansion_required,
         })
     }
+}
+
+/// The request's capacity range, and whether the node must grow a filesystem
+/// afterwards (not for a block volume), once the request is well-formed.
+fn checked(
+    req: &csi::ControllerExpandVolumeRequest,
+) -> Result<(csi::CapacityRange, bool), ExpandVolumeError> {
+    if req.volume_id.is_empty() {
+        return Err(LookupError::from(Missing::Required("volume_id")).into());
+    }
+    let range = req.capacity_range.ok_or(ExpandVolumeError::NoRange)?;
+    if let Some(c) = &req.volume_capability {
+        capability::check(c)?;
+    }
+    let node_expansion_required = !req
+        .volume_capability
+        .as_ref()
+        .is_some_and(|c| capability::is_block(std::slice::from_ref(c)));
+    Ok((range, node_expansion_required))
 }

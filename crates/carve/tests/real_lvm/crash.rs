@@ -112,159 +112,225 @@ enum Then {
 
 const SRC: i64 = 64 * MI;
 
-/// One crash trial; panics with the trial named on any broken invariant.
-async fn trial(op: Op, point: &str, then: Then) {
-    let what = format!("{op:?} killed at {point}, then {then:?}");
-    eprintln!("== crash trial: {what}");
-    let cfg = testbed_config();
-    let (class, vg) = match op {
-        Op::ThinRestoreGrow => (Some("thin"), "carve-thin"),
-        _ => (None, "carve-thick"),
-    };
-    let untouched = lv_names(vg);
-    let tag = format!("{op:?}-{point}-{then:?}").to_lowercase();
+/// One crash trial's fixture: a source with data (and, for restores, its
+/// snapshot) and the CreateVolume request the trial kills midway.
+struct Trial {
+    /// The trial, named in every assertion.
+    what: String,
+    tag: String,
+    vg: &'static str,
+    /// LVs in the VG before the trial made anything.
+    untouched: Vec<String>,
+    /// LVs once the source (and snapshot) exist.
+    before: Vec<String>,
+    src: csi::Volume,
+    snap: Option<csi::Snapshot>,
+    /// Digest of the source's data.
+    want: Vec<u8>,
+    req: csi::CreateVolumeRequest,
+    dst_lv: String,
+    size: i64,
+}
 
-    // The source (with data) and, for restores, its snapshot.
-    let first = Carve::start(&cfg).await;
-    let mut c = first.controller().await;
-    let src = create_ok(&mut c, block_req(&format!("src-{tag}"), class, SRC)).await;
-    let src_dev = format!("/dev/{}", lvm_path(&src.volume_id));
-    fill_device(&src_dev, SRC as u64, 7);
-    let want = digest(&src_dev, SRC as u64);
-    let snap = match op {
-        Op::ThickClone => None,
-        _ => Some(snapshot_ok(&mut c, &format!("snap-{tag}"), &src.volume_id).await),
-    };
-    drop(c);
-    drop(first);
-    let before = lv_names(vg);
-
-    let size = if op == Op::ThinRestoreGrow {
-        SRC * 2
-    } else {
-        SRC
-    };
-    let mut req = block_req(&format!("dst-{tag}"), class, size);
-    req.volume_content_source = Some(content(
-        snap.as_ref().map(|s| s.snapshot_id.as_str()),
-        Some(&src.volume_id),
-    ));
-    let dst_lv = carve_core::names::lv_name(&req.name);
-
-    // The operation, killed at the point.
-    let mut doomed = Carve::start_with(&cfg, Opts::crash_at(point)).await;
-    let mut c = doomed.controller().await;
-    let call = {
-        let req = req.clone();
-        tokio::spawn(async move { c.create_volume(req).await })
-    };
-    let log = doomed.wait_crashed().await;
-    assert!(
-        log.contains(&format!("crash point {point} reached")),
-        "{what}: {log}"
-    );
-    assert!(
-        call.await.unwrap().is_err(),
-        "{what}: the killed call answered"
-    );
-    drop(doomed);
-
-    // A fresh carve on the same LVM. It resumes an unfinished thick copy by
-    // itself; slowed down here, so the checks below see it unfinished.
-    let carve = Carve::start_with(&cfg, Opts::slow_copies(100)).await;
-    let mut c = carve.controller().await;
-    // Every crash point comes after the lvcreate: the volume exists, is
-    // marked unfinished, and nothing presents it as usable.
-    assert!(
-        tags_of(vg, &dst_lv).contains("carve.dev/incomplete=1"),
-        "{what}: {:?}",
-        lv(vg, &dst_lv).map(|l| l.lv_tags)
-    );
-    let id = listed_id(&mut c, &dst_lv)
-        .await
-        .unwrap_or_else(|| panic!("{what}: the unfinished volume is not listed"));
-    let st = c
-        .controller_get_volume(csi::ControllerGetVolumeRequest {
-            volume_id: id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    let cond = st.volume_condition.unwrap();
-    assert!(cond.abnormal, "{what}: reported healthy while unfinished");
-    let mut n = NodeClient::new(carve.channel().await);
-    let staging = node::paths(&format!("crash-early-{tag}"));
-    let e = node::stage(&mut n, &id, &staging, &block_cap())
-        .await
-        .expect_err("an unfinished volume was staged");
-    assert!(
-        matches!(e.code(), Code::Aborted | Code::FailedPrecondition),
-        "{what}: {e:?}"
-    );
-    match then {
-        Then::Retry => {
-            let v = create_until_done(&mut c, &req).await;
-            assert_eq!(split(&v.volume_id).1, dst_lv, "{what}");
-            assert_eq!(v.capacity_bytes, size, "{what}");
-            let real = lv(vg, &dst_lv).unwrap();
-            assert_eq!(real.lv_size, size.to_string(), "{what}");
-            assert!(
-                !real.lv_tags.contains("incomplete"),
-                "{what}: still incomplete after success: {}",
-                real.lv_tags
-            );
-            let mut want_lvs = before.clone();
-            want_lvs.push(dst_lv.clone());
-            want_lvs.sort();
-            assert_eq!(lv_names(vg), want_lvs, "{what}: leaked or missing LVs");
-            assert_eq!(
-                digest(&format!("/dev/{vg}/{dst_lv}"), SRC as u64),
-                want,
-                "{what}: data differs from the source"
-            );
-            // Healthy everywhere it is reported, without a restart.
-            let listed = list_entries(&mut c)
-                .await
-                .into_iter()
-                .find(|e| e.volume.as_ref().unwrap().volume_id == v.volume_id)
-                .unwrap_or_else(|| panic!("{what}: not listed"));
-            let cond = listed.status.unwrap().volume_condition.unwrap();
-            assert!(!cond.abnormal, "{what}: listed abnormal: {}", cond.message);
-            let p = node::paths(&format!("crash-{tag}"));
-            node::stage(&mut n, &v.volume_id, &p, &block_cap())
-                .await
-                .unwrap();
-            node::publish(&mut n, &v.volume_id, &p, &block_cap(), false)
-                .await
-                .unwrap();
-            node::unpublish(&mut n, &v.volume_id, &p).await;
-            node::unstage(&mut n, &v.volume_id, &p).await;
-            delete(&mut c, v.volume_id).await;
-        }
-        Then::Delete => {
-            // The CO learnt the ID from a listing (its create never answered).
-            delete(&mut c, id).await;
-            assert_eq!(lv_names(vg), before, "{what}: leaked LVs after delete");
+impl Trial {
+    async fn prepare(op: Op, point: &str, then: Then) -> Trial {
+        let what = format!("{op:?} killed at {point}, then {then:?}");
+        eprintln!("== crash trial: {what}");
+        let (class, vg) = match op {
+            Op::ThinRestoreGrow => (Some("thin"), "carve-thin"),
+            _ => (None, "carve-thick"),
+        };
+        let untouched = lv_names(vg);
+        let tag = format!("{op:?}-{point}-{then:?}").to_lowercase();
+        let carve = Carve::start(&testbed_config()).await;
+        let mut c = carve.controller().await;
+        let src = create_ok(&mut c, block_req(&format!("src-{tag}"), class, SRC)).await;
+        let src_dev = format!("/dev/{}", lvm_path(&src.volume_id));
+        fill_device(&src_dev, SRC as u64, 7);
+        let want = digest(&src_dev, SRC as u64);
+        let snap = match op {
+            Op::ThickClone => None,
+            _ => Some(snapshot_ok(&mut c, &format!("snap-{tag}"), &src.volume_id).await),
+        };
+        let size = if op == Op::ThinRestoreGrow {
+            SRC * 2
+        } else {
+            SRC
+        };
+        let mut req = block_req(&format!("dst-{tag}"), class, size);
+        req.volume_content_source = Some(content(
+            snap.as_ref().map(|s| s.snapshot_id.as_str()),
+            Some(&src.volume_id),
+        ));
+        let dst_lv = carve_core::names::lv_name(&req.name);
+        Trial {
+            what,
+            tag,
+            vg,
+            untouched,
+            before: lv_names(vg),
+            src,
+            snap,
+            want,
+            req,
+            dst_lv,
+            size,
         }
     }
-    if let Some(s) = snap {
-        c.delete_snapshot(csi::DeleteSnapshotRequest {
-            snapshot_id: s.snapshot_id,
+
+    /// CreateVolume on a carve that dies by SIGKILL at `point`; the call
+    /// never answers.
+    async fn kill_during_create(&self, point: &str) {
+        let what = &self.what;
+        let mut doomed = Carve::start_with(&testbed_config(), Opts::crash_at(point)).await;
+        let mut c = doomed.controller().await;
+        let call = {
+            let req = self.req.clone();
+            tokio::spawn(async move { c.create_volume(req).await })
+        };
+        let log = doomed.wait_crashed().await;
+        assert!(
+            log.contains(&format!("crash point {point} reached")),
+            "{what}: {log}"
+        );
+        assert!(
+            call.await.unwrap().is_err(),
+            "{what}: the killed call answered"
+        );
+    }
+
+    /// Every crash point comes after the lvcreate: the volume exists, is
+    /// marked unfinished, and nothing presents it as usable. Returns the ID
+    /// ListVolumes gives it.
+    async fn assert_unfinished(
+        &self,
+        c: &mut ControllerClient<Channel>,
+        n: &mut NodeClient<Channel>,
+    ) -> String {
+        let (what, vg, dst_lv) = (&self.what, self.vg, &self.dst_lv);
+        assert!(
+            tags_of(vg, dst_lv).contains("carve.dev/incomplete=1"),
+            "{what}: {:?}",
+            lv(vg, dst_lv).map(|l| l.lv_tags)
+        );
+        let id = listed_id(c, dst_lv)
+            .await
+            .unwrap_or_else(|| panic!("{what}: the unfinished volume is not listed"));
+        let st = c
+            .controller_get_volume(csi::ControllerGetVolumeRequest {
+                volume_id: id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        let cond = st.volume_condition.unwrap();
+        assert!(cond.abnormal, "{what}: reported healthy while unfinished");
+        let staging = node::paths(&format!("crash-early-{}", self.tag));
+        let e = node::stage(n, &id, &staging, &block_cap())
+            .await
+            .expect_err("an unfinished volume was staged");
+        assert!(
+            matches!(e.code(), Code::Aborted | Code::FailedPrecondition),
+            "{what}: {e:?}"
+        );
+        id
+    }
+
+    /// The CO retries until CreateVolume answers: one LV, the asked size, the
+    /// source's data, healthy wherever reported, usable on the node.
+    async fn retry_converges(
+        &self,
+        c: &mut ControllerClient<Channel>,
+        n: &mut NodeClient<Channel>,
+    ) {
+        let (what, vg, dst_lv) = (&self.what, self.vg, &self.dst_lv);
+        let v = create_until_done(c, &self.req).await;
+        assert_eq!(split(&v.volume_id).1, dst_lv, "{what}");
+        assert_eq!(v.capacity_bytes, self.size, "{what}");
+        let real = lv(vg, dst_lv).unwrap();
+        assert_eq!(real.lv_size, self.size.to_string(), "{what}");
+        assert!(
+            !real.lv_tags.contains("incomplete"),
+            "{what}: still incomplete after success: {}",
+            real.lv_tags
+        );
+        let mut want_lvs = self.before.clone();
+        want_lvs.push(dst_lv.clone());
+        want_lvs.sort();
+        assert_eq!(lv_names(vg), want_lvs, "{what}: leaked or missing LVs");
+        assert_eq!(
+            digest(&format!("/dev/{vg}/{dst_lv}"), SRC as u64),
+            self.want,
+            "{what}: data differs from the source"
+        );
+        // Healthy everywhere it is reported, without a restart.
+        let listed = list_entries(c)
+            .await
+            .into_iter()
+            .find(|e| e.volume.as_ref().unwrap().volume_id == v.volume_id)
+            .unwrap_or_else(|| panic!("{what}: not listed"));
+        let cond = listed.status.unwrap().volume_condition.unwrap();
+        assert!(!cond.abnormal, "{what}: listed abnormal: {}", cond.message);
+        let p = node::paths(&format!("crash-{}", self.tag));
+        node::stage(n, &v.volume_id, &p, &block_cap())
+            .await
+            .unwrap();
+        node::publish(n, &v.volume_id, &p, &block_cap(), false)
+            .await
+            .unwrap();
+        node::unpublish(n, &v.volume_id, &p).await;
+        node::unstage(n, &v.volume_id, &p).await;
+        delete(c, v.volume_id).await;
+    }
+
+    /// Deletes the snapshot and source; the VG is as the trial found it.
+    async fn clean_up(self, c: &mut ControllerClient<Channel>) {
+        let what = &self.what;
+        if let Some(s) = self.snap {
+            c.delete_snapshot(csi::DeleteSnapshotRequest {
+                snapshot_id: s.snapshot_id,
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: snapshot not deletable: {e:?}"));
+        }
+        c.delete_volume(csi::DeleteVolumeRequest {
+            volume_id: self.src.volume_id,
             ..Default::default()
         })
         .await
-        .unwrap_or_else(|e| panic!("{what}: snapshot not deletable: {e:?}"));
+        .unwrap_or_else(|e| panic!("{what}: source not deletable: {e:?}"));
+        assert_eq!(lv_names(self.vg), self.untouched, "{what}: LVs left behind");
+        foreign_intact();
     }
-    c.delete_volume(csi::DeleteVolumeRequest {
-        volume_id: src.volume_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{what}: source not deletable: {e:?}"));
-    assert_eq!(lv_names(vg), untouched, "{what}: LVs left behind");
-    foreign_intact();
+}
+
+/// One crash trial; panics with the trial named on any broken invariant.
+async fn trial(op: Op, point: &str, then: Then) {
+    let t = Trial::prepare(op, point, then).await;
+    t.kill_during_create(point).await;
+    // A fresh carve on the same LVM. It resumes an unfinished thick copy by
+    // itself; slowed down here, so the checks below see it unfinished.
+    let carve = Carve::start_with(&testbed_config(), Opts::slow_copies(100)).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let id = t.assert_unfinished(&mut c, &mut n).await;
+    match then {
+        Then::Retry => t.retry_converges(&mut c, &mut n).await,
+        Then::Delete => {
+            // The CO learnt the ID from a listing (its create never answered).
+            delete(&mut c, id).await;
+            assert_eq!(
+                lv_names(t.vg),
+                t.before,
+                "{}: leaked LVs after delete",
+                t.what
+            );
+        }
+    }
+    t.clean_up(&mut c).await;
 }
 
 const COPY_POINTS: &[&str] = &["copy-midway", "copy-after-data", "fill-before-complete"];

@@ -91,6 +91,27 @@ pub(super) async fn unstage(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
     .unwrap();
 }
 
+/// Stage, then publish read-write, asserting both succeed.
+pub(super) async fn attach(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+) {
+    stage(n, id, p, cap)
+        .await
+        .unwrap_or_else(|e| panic!("stage {id}: {e:?}"));
+    publish(n, id, p, cap, false)
+        .await
+        .unwrap_or_else(|e| panic!("publish {id}: {e:?}"));
+}
+
+/// Unpublish, then unstage, asserting both succeed.
+pub(super) async fn detach(n: &mut NodeClient<Channel>, id: &str, p: &Paths) {
+    unpublish(n, id, p).await;
+    unstage(n, id, p).await;
+}
+
 fn mounted(p: &Path) -> Option<carve_core::host::mountinfo::Mount> {
     carve_core::host::mountinfo::at(&carve_core::host::mountinfo::read().unwrap(), p)
 }
@@ -165,14 +186,12 @@ async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
     unstage(&mut n, &id, &p).await;
     assert!(mounted(&p.stage).is_none());
     // Restage: no reformat, the data is there.
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     assert_eq!(
         std::fs::read(p.target.join("hello.txt")).unwrap(),
         b"carve keeps this"
     );
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     // Asking for another filesystem never reformats.
     let other = if fs == "xfs" { "ext4" } else { "xfs" };
     let e = stage(&mut n, &id, &p, &mount_cap_fs(other, &[]))
@@ -212,8 +231,7 @@ async fn read_only_publish_refuses_writes() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     // The staging mount stays writable: only the pod's view is read-only.
     assert!(!mounted(&p.stage).unwrap().read_only());
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     delete(&mut c, id).await;
 }
 
@@ -231,8 +249,7 @@ async fn online_expand(fs: &str) {
     )
     .await;
     let p = paths(&format!("grow-{fs}"));
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     let payload: Vec<u8> = (0..4 * MI).map(|i| (i % 251) as u8).collect();
     std::fs::write(p.target.join("data.bin"), &payload).unwrap();
     let (before, _, _) = df(&p.target);
@@ -240,16 +257,7 @@ async fn online_expand(fs: &str) {
         required_bytes: GI,
         limit_bytes: 0,
     };
-    let ctl = c
-        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
-            volume_id: id.clone(),
-            capacity_range: Some(range),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let ctl = expand_to(&mut c, &id, GI, Some(cap.clone())).await;
     assert!(ctl.node_expansion_required);
     let r = n
         .node_expand_volume(csi::NodeExpandVolumeRequest {
@@ -279,8 +287,7 @@ async fn online_expand(fs: &str) {
     })
     .await
     .unwrap();
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     delete(&mut c, id).await;
 }
 
@@ -302,8 +309,7 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
     let cap = block_cap();
     let id = create(&mut c, "node-block", None, 16 * MI, cap.clone()).await;
     let p = paths("block");
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     publish(&mut n, &id, &p, &cap, false)
         .await
         .expect("idempotent");
@@ -354,8 +360,7 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
         "{}",
         cond.message
     );
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     delete(&mut c, id).await;
 }
 
@@ -367,8 +372,7 @@ async fn stats_match_df() {
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-stats", None, 128 * MI, cap.clone()).await;
     let p = paths("stats");
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     std::fs::write(p.target.join("f"), vec![1u8; 3 * MI as usize]).unwrap();
     let st = n
         .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
@@ -387,8 +391,7 @@ async fn stats_match_df() {
     );
     let inodes = &st.usage[1];
     assert!(inodes.total > 0 && inodes.used > 0 && inodes.available > 0);
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     delete(&mut c, id).await;
 }
 

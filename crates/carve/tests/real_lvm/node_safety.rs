@@ -77,8 +77,7 @@ async fn a_second_target_path_follows_the_access_mode() {
             );
             assert!(!other.exists(), "{tag}: the refused target was not created");
         }
-        unpublish(&mut n, &id, &p).await;
-        unstage(&mut n, &id, &p).await;
+        detach(&mut n, &id, &p).await;
         delete(&mut c, id).await;
     }
 }
@@ -123,8 +122,7 @@ async fn unpublish_unstage_stats_and_expand_touch_only_this_volume() {
     let a = create(&mut c, "node-owner-a", None, 32 * MI, cap.clone()).await;
     let b = create(&mut c, "node-owner-b", None, 32 * MI, cap.clone()).await;
     let pa = paths("owner-a");
-    stage(&mut n, &a, &pa, &cap).await.unwrap();
-    publish(&mut n, &a, &pa, &cap, false).await.unwrap();
+    attach(&mut n, &a, &pa, &cap).await;
     std::fs::write(pa.target.join("mine"), b"a's data").unwrap();
 
     // B's ID against A's paths: NotFound, A stays mounted.
@@ -185,8 +183,7 @@ async fn unpublish_unstage_stats_and_expand_touch_only_this_volume() {
         b"a's data",
         "A untouched"
     );
-    unpublish(&mut n, &a, &pa).await;
-    unstage(&mut n, &a, &pa).await;
+    detach(&mut n, &a, &pa).await;
     delete(&mut c, a).await;
     delete(&mut c, b).await;
 }

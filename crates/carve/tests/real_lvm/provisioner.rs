@@ -99,12 +99,7 @@ async fn provisioner_restore(tag: &str, size: i64, deadline: Duration) -> Provis
         got.elapsed.as_secs_f64()
     );
     delete(&mut c, got.volume.volume_id.clone()).await;
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     delete(&mut c, src.volume_id).await;
     foreign_intact();
     got
@@ -166,12 +161,7 @@ async fn restore_or_clone_asked_of_another_node_is_resource_exhausted() {
         );
     }
     assert!(lvs("carve-raid").is_empty(), "nothing was made on node-b");
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     delete(&mut c, src.volume_id).await;
 }
 

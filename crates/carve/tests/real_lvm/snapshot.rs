@@ -59,6 +59,72 @@ fn from_volume(
     req
 }
 
+/// Rewrites a file in `dir` in a loop until stopped: a filesystem in use.
+struct BusyWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl BusyWriter {
+    fn start(dir: &std::path::Path) -> BusyWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let (stop, dir) = (stop.clone(), dir.to_path_buf());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::write(dir.join("busy.log"), format!("{i}\n").repeat(1000)).unwrap();
+                    i += 1;
+                }
+            })
+        };
+        BusyWriter { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+/// SIGKILLs carve as soon as it logs the start of the block copy into LV
+/// `name` (a copy resumed for a volume another test left unfinished logs the
+/// same words with another name).
+async fn kill_once_copy_starts(carve: &mut Carve, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let started = |log: String| {
+        log.lines()
+            .any(|l| l.contains("block copy started") && l.contains(name))
+    };
+    while !started(carve.log_text()) {
+        assert!(
+            Instant::now() < deadline,
+            "copy never started: {}",
+            carve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    carve.child.kill().unwrap();
+    carve.child.wait().unwrap();
+}
+
+/// ControllerGetVolume reports the volume abnormal, saying `why`.
+async fn assert_abnormal(c: &mut ControllerClient<Channel>, id: &str, why: &str) {
+    let got = c
+        .controller_get_volume(csi::ControllerGetVolumeRequest {
+            volume_id: id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = got.status.unwrap().volume_condition.unwrap();
+    assert!(
+        cond.abnormal && cond.message.contains(why),
+        "{}",
+        cond.message
+    );
+}
+
 /// write → snapshot (while the filesystem is mounted and being written) →
 /// overwrite → restore → the restored volume holds the old data.
 async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
@@ -76,25 +142,13 @@ async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
     )
     .await;
     let p = paths(&format!("snap-src-{tag}"));
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     let old: Vec<u8> = (0..2 * MI).map(|i| (i % 241) as u8).collect();
     std::fs::write(p.target.join("data.bin"), &old).unwrap();
     // A writer keeps the filesystem busy while the snapshot is taken.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let busy = {
-        let (stop, dir) = (stop.clone(), p.target.clone());
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::fs::write(dir.join("busy.log"), format!("{i}\n").repeat(1000)).unwrap();
-                i += 1;
-            }
-        })
-    };
+    let busy = BusyWriter::start(&p.target);
     let snap = snapshot(&mut c, &format!("snap-{tag}"), &id).await.unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    busy.join().unwrap();
+    busy.stop();
     assert!(snap.ready_to_use);
     assert_eq!(snap.size_bytes, 320 * MI);
     assert_eq!(snap.source_volume_id, id);
@@ -120,10 +174,7 @@ async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
     assert_eq!(restored.capacity_bytes, 320 * MI);
     assert!(restored.content_source.is_some());
     let rp = paths(&format!("snap-restored-{tag}"));
-    stage(&mut n, &restored.volume_id, &rp, &cap).await.unwrap();
-    publish(&mut n, &restored.volume_id, &rp, &cap, false)
-        .await
-        .unwrap();
+    attach(&mut n, &restored.volume_id, &rp, &cap).await;
     assert!(
         std::fs::read(rp.target.join("data.bin")).unwrap() == old,
         "restored volume has the data of the snapshot instant"
@@ -147,23 +198,12 @@ async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
     assert_eq!(bigger.capacity_bytes, 512 * MI);
     let (vg, name) = split(&bigger.volume_id);
     assert_eq!(lv(vg, name).unwrap().lv_size, (512 * MI).to_string());
-    // The snapshot can go while the restored volume lives on.
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    // The snapshot can go (twice: idempotent) while the restored volume lives on.
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     assert!(std::fs::read(rp.target.join("data.bin")).unwrap() == old);
     for (vid, pp) in [(&restored.volume_id, &rp), (&id, &p)] {
-        unpublish(&mut n, vid, pp).await;
-        unstage(&mut n, vid, pp).await;
+        detach(&mut n, vid, pp).await;
     }
     for v in [restored.volume_id, bigger.volume_id, id] {
         delete(&mut c, v).await;
@@ -206,8 +246,7 @@ async fn clone_of_mounted_volume(class: Option<&str>) {
     )
     .await;
     let p = paths(&format!("clone-src-{tag}"));
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     std::fs::write(p.target.join("f.txt"), b"cloned while mounted").unwrap();
     let clone = create_ok(
         &mut c,
@@ -232,17 +271,13 @@ async fn clone_of_mounted_volume(class: Option<&str>) {
         carve_core::names::clone_temp_name(name)
     );
     let cp = paths(&format!("clone-dst-{tag}"));
-    stage(&mut n, &clone.volume_id, &cp, &cap).await.unwrap();
-    publish(&mut n, &clone.volume_id, &cp, &cap, false)
-        .await
-        .unwrap();
+    attach(&mut n, &clone.volume_id, &cp, &cap).await;
     assert_eq!(
         std::fs::read(cp.target.join("f.txt")).unwrap(),
         b"cloned while mounted"
     );
     for (vid, pp) in [(&clone.volume_id, &cp), (&id, &p)] {
-        unpublish(&mut n, vid, pp).await;
-        unstage(&mut n, vid, pp).await;
+        detach(&mut n, vid, pp).await;
     }
     delete(&mut c, clone.volume_id).await;
     delete(&mut c, id).await;
@@ -265,12 +300,87 @@ async fn snapshot_bad_input_and_listing() {
     let cap = mount_cap_fs("ext4", &[]);
     let a = create(&mut c, "snapl-a", Some("thin"), 64 * MI, cap.clone()).await;
     let b = create(&mut c, "snapl-b", Some("thin"), 64 * MI, cap.clone()).await;
+    bad_snapshot_requests_are_refused(&mut c, &a).await;
+    let sa = snapshot(&mut c, "snapl-1", &a).await.unwrap();
     assert_eq!(
-        snapshot(&mut c, "", &a).await.unwrap_err().code(),
+        snapshot(&mut c, "snapl-1", &b).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+    let sb = snapshot(&mut c, "snapl-2", &b).await.unwrap();
+    let sa2 = snapshot(&mut c, "snapl-3", &a).await.unwrap();
+    let by_source = csi::ListSnapshotsRequest {
+        source_volume_id: a.clone(),
+        ..Default::default()
+    };
+    let mut want = vec![sa.snapshot_id.clone(), sa2.snapshot_id.clone()];
+    want.sort();
+    assert_eq!(listed_snapshot_ids(&mut c, by_source).await, want);
+    let by_id = csi::ListSnapshotsRequest {
+        snapshot_id: sb.snapshot_id.clone(),
+        ..Default::default()
+    };
+    assert_eq!(
+        listed_snapshot_ids(&mut c, by_id).await,
+        vec![sb.snapshot_id.clone()]
+    );
+    let seen = paged_snapshot_ids(&mut c).await;
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        c.list_snapshots(csi::ListSnapshotsRequest {
+            starting_token: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::Aborted
+    );
+    // Restores: wrong class, too small, unknown snapshot.
+    let unknown = id_here("carve-thin", "cs-nope-0000000000000000");
+    for (name, class, size, snap, code) in [
+        (
+            "r-wrong-class",
+            None,
+            0,
+            &sa.snapshot_id,
+            Code::InvalidArgument,
+        ),
+        (
+            "r-small",
+            Some("thin"),
+            8 * MI,
+            &sa.snapshot_id,
+            Code::OutOfRange,
+        ),
+        ("r-none", Some("thin"), 0, &unknown, Code::NotFound),
+    ] {
+        let req = from_snapshot(name, class, size, snap, cap.clone());
+        let e = c.create_volume(req).await.unwrap_err();
+        assert_eq!(e.code(), code, "{name}: {e:?}");
+    }
+    // Volumes are not listed as snapshots and snapshots not as volumes.
+    assert!(list_entries(&mut c).await.iter().all(|e| !e
+        .volume
+        .as_ref()
+        .unwrap()
+        .volume_id
+        .contains("/cs-")));
+    for s in [sa, sb, sa2] {
+        delete_snapshot_ok(&mut c, &s.snapshot_id).await;
+    }
+    delete(&mut c, a).await;
+    delete(&mut c, b).await;
+}
+
+/// Empty name or source is InvalidArgument; an unknown, foreign or
+/// unqualified source is NotFound, and no snapshot of it is made.
+async fn bad_snapshot_requests_are_refused(c: &mut ControllerClient<Channel>, volume: &str) {
+    assert_eq!(
+        snapshot(c, "", volume).await.unwrap_err().code(),
         Code::InvalidArgument
     );
     assert_eq!(
-        snapshot(&mut c, "s", "").await.unwrap_err().code(),
+        snapshot(c, "s", "").await.unwrap_err().code(),
         Code::InvalidArgument
     );
     let thick_before = lv_names("carve-thick");
@@ -280,7 +390,7 @@ async fn snapshot_bad_input_and_listing() {
         "carve-thin/foreign-thin".to_string(),
     ] {
         assert_eq!(
-            snapshot(&mut c, "s", &source).await.unwrap_err().code(),
+            snapshot(c, "s", &source).await.unwrap_err().code(),
             Code::NotFound,
             "{source}"
         );
@@ -290,39 +400,25 @@ async fn snapshot_bad_input_and_listing() {
         thick_before,
         "no snapshot of the foreign LV"
     );
-    let sa = snapshot(&mut c, "snapl-1", &a).await.unwrap();
-    assert_eq!(
-        snapshot(&mut c, "snapl-1", &b).await.unwrap_err().code(),
-        Code::AlreadyExists
-    );
-    let sb = snapshot(&mut c, "snapl-2", &b).await.unwrap();
-    let sa2 = snapshot(&mut c, "snapl-3", &a).await.unwrap();
-    let by_source = c
-        .list_snapshots(csi::ListSnapshotsRequest {
-            source_volume_id: a.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut ids: Vec<String> = by_source
+}
+
+/// Snapshot IDs one ListSnapshots call returns, sorted.
+async fn listed_snapshot_ids(
+    c: &mut ControllerClient<Channel>,
+    req: csi::ListSnapshotsRequest,
+) -> Vec<String> {
+    let page = c.list_snapshots(req).await.unwrap().into_inner();
+    let mut ids: Vec<String> = page
         .entries
         .iter()
         .map(|e| e.snapshot.as_ref().unwrap().snapshot_id.clone())
         .collect();
     ids.sort();
-    let mut want = vec![sa.snapshot_id.clone(), sa2.snapshot_id.clone()];
-    want.sort();
-    assert_eq!(ids, want);
-    let by_id = c
-        .list_snapshots(csi::ListSnapshotsRequest {
-            snapshot_id: sb.snapshot_id.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(by_id.entries.len(), 1);
+    ids
+}
+
+/// Every snapshot ID, read one entry per page.
+async fn paged_snapshot_ids(c: &mut ControllerClient<Channel>) -> Vec<String> {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
@@ -341,83 +437,15 @@ async fn snapshot_bad_input_and_listing() {
                 .map(|e| e.snapshot.as_ref().unwrap().snapshot_id.clone()),
         );
         if page.next_token.is_empty() {
-            break;
+            return seen;
         }
         token = page.next_token;
     }
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert_eq!(
-        c.list_snapshots(csi::ListSnapshotsRequest {
-            starting_token: "nope".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err()
-        .code(),
-        Code::Aborted
-    );
-    // Restores: wrong class, too small, unknown snapshot.
-    assert_eq!(
-        c.create_volume(from_snapshot(
-            "r-wrong-class",
-            None,
-            0,
-            &sa.snapshot_id,
-            cap.clone()
-        ))
-        .await
-        .unwrap_err()
-        .code(),
-        Code::InvalidArgument
-    );
-    assert_eq!(
-        c.create_volume(from_snapshot(
-            "r-small",
-            Some("thin"),
-            8 * MI,
-            &sa.snapshot_id,
-            cap.clone()
-        ))
-        .await
-        .unwrap_err()
-        .code(),
-        Code::OutOfRange
-    );
-    assert_eq!(
-        c.create_volume(from_snapshot(
-            "r-none",
-            Some("thin"),
-            0,
-            &id_here("carve-thin", "cs-nope-0000000000000000"),
-            cap.clone()
-        ))
-        .await
-        .unwrap_err()
-        .code(),
-        Code::NotFound
-    );
-    // Volumes are not listed as snapshots and snapshots not as volumes.
-    let vols = c
-        .list_volumes(csi::ListVolumesRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(vols
-        .entries
-        .iter()
-        .all(|e| !e.volume.as_ref().unwrap().volume_id.contains("/cs-")));
-    for s in [sa, sb, sa2] {
-        c.delete_snapshot(csi::DeleteSnapshotRequest {
-            snapshot_id: s.snapshot_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    delete(&mut c, a).await;
-    delete(&mut c, b).await;
 }
 
+// One story of ~95 lines, kept whole on purpose: each step (kill mid-copy,
+// restart, refuse while unfinished, retry joins the resumed copy, data whole)
+// depends on the state the previous step left.
 #[tokio::test]
 async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     let cfg = testbed_config();
@@ -427,12 +455,10 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "kill-src", None, 512 * MI, cap.clone()).await;
     let p = paths("kill-src");
-    stage(&mut n, &id, &p, &cap).await.unwrap();
-    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    attach(&mut n, &id, &p, &cap).await;
     let payload: Vec<u8> = (0..8 * MI).map(|i| (i % 239) as u8).collect();
     std::fs::write(p.target.join("payload.bin"), &payload).unwrap();
-    unpublish(&mut n, &id, &p).await;
-    unstage(&mut n, &id, &p).await;
+    detach(&mut n, &id, &p).await;
     let snap = snapshot(&mut c, "kill-snap", &id).await.unwrap();
     let req = from_snapshot("kill-restore", None, 0, &snap.snapshot_id, cap.clone());
 
@@ -440,24 +466,8 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     let mut c2 = c.clone();
     let r = req.clone();
     let call = tokio::spawn(async move { c2.create_volume(r).await });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // This restore's copy (a copy resumed for a volume another test left
-    // unfinished would log the same words).
     let name = carve_core::names::lv_name("kill-restore");
-    let started = |log: String| {
-        log.lines()
-            .any(|l| l.contains("block copy started") && l.contains(&name))
-    };
-    while !started(first.log_text()) {
-        assert!(
-            Instant::now() < deadline,
-            "copy never started: {}",
-            first.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    first.child.kill().unwrap();
-    first.child.wait().unwrap();
+    kill_once_copy_starts(&mut first, &name).await;
     assert!(
         call.await.unwrap().is_err(),
         "the interrupted call cannot have succeeded"
@@ -493,19 +503,7 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         "staged while unfinished: {}",
         e.message()
     );
-    let got = c
-        .controller_get_volume(csi::ControllerGetVolumeRequest {
-            volume_id: vid.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = got.status.unwrap().volume_condition.unwrap();
-    assert!(
-        cond.abnormal && cond.message.contains("being filled from its source"),
-        "{}",
-        cond.message
-    );
+    assert_abnormal(&mut c, &vid, "being filled from its source").await;
 
     // The retry joins the resumed copy and answers only when the volume is whole.
     let v = super::crash::create_until_done(&mut c, &req).await;
@@ -525,16 +523,12 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         "the same LV, resumed, not a second one"
     );
     assert!(!whole.lv_tags.contains("incomplete"), "{}", whole.lv_tags);
-    stage(&mut n, &vid, &rp, &cap).await.unwrap();
-    publish(&mut n, &vid, &rp, &cap, false).await.unwrap();
+    attach(&mut n, &vid, &rp, &cap).await;
     assert!(std::fs::read(rp.target.join("payload.bin")).unwrap() == payload);
-    unpublish(&mut n, &vid, &rp).await;
-    unstage(&mut n, &vid, &rp).await;
+    detach(&mut n, &vid, &rp).await;
 
     // No leaked LVs: exactly the source, its snapshot, the restore and the
     // test ground's foreign LVs.
-    let mut names: Vec<String> = lvs("carve-thick").into_iter().map(|l| l.lv_name).collect();
-    names.sort();
     let mut want = vec![
         "cv-foreign-0000000000000000".to_string(),
         "foreign-data".to_string(),
@@ -543,13 +537,8 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
         name.clone(),
     ];
     want.sort();
-    assert_eq!(names, want);
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    assert_eq!(lv_names("carve-thick"), want);
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     delete(&mut c, vid).await;
     delete(&mut c, id).await;
     foreign_intact();
@@ -578,11 +567,6 @@ async fn a_snapshot_named_like_a_clone_is_listed() {
         .map(|e| e.snapshot.unwrap().snapshot_id)
         .collect();
     assert_eq!(ids, vec![snap.snapshot_id.clone()]);
-    c.delete_snapshot(csi::DeleteSnapshotRequest {
-        snapshot_id: snap.snapshot_id,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     delete(&mut c, v).await;
 }
