@@ -9,8 +9,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use carve_csi::csi::controller_client::ControllerClient;
-use carve_csi::csi::volume_capability::{access_mode::Mode, AccessMode, AccessType, MountVolume};
 use carve_csi::csi::{self};
+use tonic::transport::Channel;
 
 const VG: &str = "carve-thick";
 const SIZE: u64 = 8 << 20;
@@ -64,27 +64,88 @@ fn rss_kib(pid: &str) -> u64 {
         .unwrap()
 }
 
+/// What every section measures with: the client, the socket (for more
+/// clients), a mount capability, and the round counts.
+struct Bench {
+    c: ControllerClient<Channel>,
+    socket: String,
+    cap: csi::VolumeCapability,
+    rounds: usize,
+    cap_calls: usize,
+}
+
+impl Bench {
+    /// CreateVolume of `size` bytes, asserting success.
+    async fn create(
+        &mut self,
+        name: &str,
+        size: i64,
+        parameters: HashMap<String, String>,
+    ) -> csi::Volume {
+        self.c
+            .create_volume(csi::CreateVolumeRequest {
+                name: name.into(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: size,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![self.cap.clone()],
+                parameters,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .volume
+            .unwrap()
+    }
+
+    async fn delete(&mut self, id: String) {
+        self.c
+            .delete_volume(csi::DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn channel(&self) -> Channel {
+        carve_csi::client::connect(&self.socket).await.unwrap()
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let a: Vec<String> = std::env::args().collect();
-    let (socket, pid) = (&a[1], &a[2]);
-    let rounds: usize = a[3].parse().unwrap();
-    let cap_calls: usize = a[4].parse().unwrap();
-    let mut c = ControllerClient::new(carve_csi::client::connect(socket).await.unwrap());
+    let pid = &a[2];
+    let c = ControllerClient::new(carve_csi::client::connect(&a[1]).await.unwrap());
     let idle_rss = rss_kib(pid);
-
-    let cap = csi::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
+    let mut b = Bench {
+        c,
+        socket: a[1].clone(),
+        cap: carve_csi::client::mount_capability("ext4", &[]),
+        rounds: a[3].parse().unwrap(),
+        cap_calls: a[4].parse().unwrap(),
     };
+    create_and_delete(&mut b).await;
+    node_stage(&mut b).await;
+    thin_snapshots(&mut b).await;
+    provisioner_style_restore(&mut b).await;
+    capacity(&mut b, std::path::Path::new(&a[5])).await;
+    println!(
+        "idle RSS      {:.1} MiB at start, {:.1} MiB after the run (target <= 15 MiB)",
+        idle_rss as f64 / 1024.0,
+        rss_kib(pid) as f64 / 1024.0
+    );
+}
+
+/// CreateVolume and DeleteVolume vs the bare lvcreate and lvremove they wrap,
+/// interleaved round by round.
+async fn create_and_delete(b: &mut Bench) {
     let (mut bare_c, mut carve_c, mut bare_d, mut carve_d) = (vec![], vec![], vec![], vec![]);
     let size = format!("{SIZE}b");
-    for i in 0..rounds {
+    for i in 0..b.rounds {
         // The same argv carve builds for a thick class (zeroing, signature wipe).
         let name = format!("bare-{i}");
         bare_c.push(lvm(&[
@@ -104,21 +165,9 @@ async fn main() {
             VG,
         ]));
         let t = Instant::now();
-        let v = c
-            .create_volume(csi::CreateVolumeRequest {
-                name: format!("bench-{i}"),
-                capacity_range: Some(csi::CapacityRange {
-                    required_bytes: SIZE as i64,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![cap.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = b
+            .create(&format!("bench-{i}"), SIZE as i64, HashMap::new())
+            .await;
         carve_c.push(t.elapsed());
         bare_d.push(lvm(&[
             "lvremove",
@@ -127,12 +176,7 @@ async fn main() {
             &format!("{VG}/{name}"),
         ]));
         let t = Instant::now();
-        c.delete_volume(csi::DeleteVolumeRequest {
-            volume_id: v.volume_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        b.delete(v.volume_id).await;
         carve_d.push(t.elapsed());
     }
     let (bc, cc, bd, cd) = (
@@ -153,31 +197,19 @@ async fn main() {
         ms(bd),
         cd.as_secs_f64() / bd.as_secs_f64()
     );
+}
 
-    // NodeStage vs a bare mkfs + mount of the same LV: each round formats and
-    // mounts the LV by hand, unmounts and wipes it, then lets carve stage it
-    // (blkid probe, the same mkfs, mount, mount-table check).
-    let mut node = carve_csi::csi::node_client::NodeClient::new(
-        carve_csi::client::connect(socket).await.unwrap(),
-    );
+/// NodeStage vs a bare mkfs + mount of the same LV: each round formats and
+/// mounts the LV by hand, unmounts and wipes it, then lets carve stage it
+/// (blkid probe, the same mkfs, mount, mount-table check).
+async fn node_stage(b: &mut Bench) {
+    let mut node = carve_csi::csi::node_client::NodeClient::new(b.channel().await);
     let (mut bare_s, mut carve_s) = (vec![], vec![]);
-    let stage_rounds = rounds.min(10);
+    let stage_rounds = b.rounds.min(10);
     for i in 0..stage_rounds {
-        let v = c
-            .create_volume(csi::CreateVolumeRequest {
-                name: format!("stage-{i}"),
-                capacity_range: Some(csi::CapacityRange {
-                    required_bytes: 256 << 20,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![cap.clone()],
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .volume
-            .unwrap();
+        let v = b
+            .create(&format!("stage-{i}"), 256 << 20, HashMap::new())
+            .await;
         let dev = format!("/dev/{}", lvm_path(&v.volume_id));
         let dir = format!("/tmp/bench/stage-{i}");
         std::fs::create_dir_all(&dir).unwrap();
@@ -200,7 +232,7 @@ async fn main() {
         node.node_stage_volume(csi::NodeStageVolumeRequest {
             volume_id: v.volume_id.clone(),
             staging_target_path: dir.clone(),
-            volume_capability: Some(cap.clone()),
+            volume_capability: Some(b.cap.clone()),
             ..Default::default()
         })
         .await
@@ -212,38 +244,18 @@ async fn main() {
         })
         .await
         .unwrap();
-        c.delete_volume(csi::DeleteVolumeRequest {
-            volume_id: v.volume_id,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        b.delete(v.volume_id).await;
     }
     let (bs, cs) = (pct(&mut bare_s, 0.5), pct(&mut carve_s, 0.5));
     println!("NodeStage     p50 {:8.1} ms   bare mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.10; {stage_rounds} rounds, 256 MiB ext4)", ms(cs), ms(bs), cs.as_secs_f64() / bs.as_secs_f64());
+}
 
-    // Snapshots. Thin: CreateSnapshot vs bare `lvcreate -s` of the same origin,
-    // interleaved. Thick: a restore's block copy vs dd of the same size from
-    // the same snapshot device.
+/// Thin CreateSnapshot vs bare `lvcreate -s` of the same origin, interleaved.
+async fn thin_snapshots(b: &mut Bench) {
     let thin_params = HashMap::from([("carve.dev/device-class".to_string(), "thin".to_string())]);
-    let origin = c
-        .create_volume(csi::CreateVolumeRequest {
-            name: "snap-origin".into(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 << 20,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![cap.clone()],
-            parameters: thin_params.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let origin = b.create("snap-origin", 64 << 20, thin_params).await;
     let (mut bare_snap, mut carve_snap) = (vec![], vec![]);
-    let snap_rounds = rounds.min(15);
+    let snap_rounds = b.rounds.min(15);
     for i in 0..snap_rounds {
         bare_snap.push(lvm(&[
             "lvcreate",
@@ -255,7 +267,7 @@ async fn main() {
             lvm_path(&origin.volume_id),
         ]));
         let t = Instant::now();
-        c.create_snapshot(csi::CreateSnapshotRequest {
+        b.c.create_snapshot(csi::CreateSnapshotRequest {
             name: format!("bench-snap-{i}"),
             source_volume_id: origin.volume_id.clone(),
             ..Default::default()
@@ -266,41 +278,38 @@ async fn main() {
     }
     let (bsn, csn) = (pct(&mut bare_snap, 0.5), pct(&mut carve_snap, 0.5));
     println!("CreateSnapshot (thin) p50 {:8.1} ms   bare lvcreate -s p50 {:8.1} ms   ratio {:.3}  (target <= 1.10)", ms(csn), ms(bsn), csn.as_secs_f64() / bsn.as_secs_f64());
+}
 
-    // A thick restore of 1 GiB driven the way external-provisioner drives it:
-    // CreateVolume with a 10 s deadline, called again at once on Aborted or
-    // DeadlineExceeded, until it succeeds. Compared with one dd of the same
-    // size from the same snapshot device into a plain LV.
-    let copy_size: i64 = 1 << 30;
-    let src = c
-        .create_volume(csi::CreateVolumeRequest {
-            name: "copy-src".into(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: copy_size,
-                limit_bytes: 0,
-            }),
-            volume_capabilities: vec![cap.clone()],
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
-    // Data in every block, so neither side reads holes of the loop file.
+/// dd of `bytes` from `from` to `to`, 4 MiB blocks, flushed.
+fn dd(from: &str, to: &str, bytes: i64) {
     run(
         "dd",
         &[
-            "if=/dev/urandom",
-            &format!("of=/dev/{}", lvm_path(&src.volume_id)),
+            &format!("if={from}"),
+            &format!("of={to}"),
             "bs=4M",
-            &format!("count={}", copy_size >> 22),
+            &format!("count={}", bytes >> 22),
             "conv=fsync",
             "status=none",
         ],
     );
-    let snap = c
-        .create_snapshot(csi::CreateSnapshotRequest {
+}
+
+/// A thick restore of 1 GiB driven the way external-provisioner drives it:
+/// CreateVolume with a 10 s deadline, called again at once on Aborted or
+/// DeadlineExceeded, until it succeeds. Compared with one dd of the same size
+/// from the same snapshot device into a plain LV.
+async fn provisioner_style_restore(b: &mut Bench) {
+    let copy_size: i64 = 1 << 30;
+    let src = b.create("copy-src", copy_size, HashMap::new()).await;
+    // Data in every block, so neither side reads holes of the loop file.
+    dd(
+        "/dev/urandom",
+        &format!("/dev/{}", lvm_path(&src.volume_id)),
+        copy_size,
+    );
+    let snap =
+        b.c.create_snapshot(csi::CreateSnapshotRequest {
             name: "copy-snap".into(),
             source_volume_id: src.volume_id.clone(),
             ..Default::default()
@@ -322,16 +331,10 @@ async fn main() {
         VG,
     ]);
     let t = Instant::now();
-    run(
-        "dd",
-        &[
-            &format!("if=/dev/{}", lvm_path(&snap.snapshot_id)),
-            &format!("of=/dev/{dd_target}"),
-            "bs=4M",
-            &format!("count={}", copy_size >> 22),
-            "conv=fsync",
-            "status=none",
-        ],
+    dd(
+        &format!("/dev/{}", lvm_path(&snap.snapshot_id)),
+        &format!("/dev/{dd_target}"),
+        copy_size,
     );
     let dd_time = t.elapsed();
     let req = csi::CreateVolumeRequest {
@@ -340,7 +343,7 @@ async fn main() {
             required_bytes: copy_size,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![cap.clone()],
+        volume_capabilities: vec![b.cap.clone()],
         volume_content_source: Some(csi::VolumeContentSource {
             r#type: Some(csi::volume_content_source::Type::Snapshot(
                 csi::volume_content_source::SnapshotSource {
@@ -356,7 +359,7 @@ async fn main() {
         calls += 1;
         let mut r = tonic::Request::new(req.clone());
         r.set_timeout(Duration::from_secs(10));
-        match c.create_volume(r).await {
+        match b.c.create_volume(r).await {
             Ok(_) => break,
             Err(s)
                 if matches!(
@@ -377,33 +380,37 @@ async fn main() {
     );
     // Room for the rest of the run: the copies go.
     lvm(&["lvremove", "--yes", "--quiet", &dd_target]);
+}
 
+/// GetCapacity over the socket with many LVs, against the cheapest RPC carve
+/// has (the gRPC floor in this guest) and against its handler called in
+/// process (carve's own cost).
+async fn capacity(b: &mut Bench, config: &std::path::Path) {
     // Let the refresh that the last mutations triggered finish first: the guest
     // has one CPU, and a report of 1,000 LVs would otherwise sit in the window.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let params = HashMap::from([("carve.dev/device-class".to_string(), "bench".to_string())]);
-    let mut lat = Vec::with_capacity(cap_calls);
+    let req = csi::GetCapacityRequest {
+        parameters: params,
+        ..Default::default()
+    };
     let mut avail = 0;
-    for _ in 0..cap_calls {
+    let mut lat = Vec::with_capacity(b.cap_calls);
+    for _ in 0..b.cap_calls {
         let t = Instant::now();
-        avail = c
-            .get_capacity(csi::GetCapacityRequest {
-                parameters: params.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .available_capacity;
+        avail =
+            b.c.get_capacity(req.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .available_capacity;
         lat.push(t.elapsed());
     }
+    let mut id = carve_csi::csi::identity_client::IdentityClient::new(b.channel().await);
     // The floor: the cheapest RPC carve has, over the same socket in the same
     // guest, so GetCapacity's own cost can be told from gRPC and UML syscalls.
-    let mut id = carve_csi::csi::identity_client::IdentityClient::new(
-        carve_csi::client::connect(socket).await.unwrap(),
-    );
-    let mut floor = Vec::with_capacity(cap_calls);
-    for _ in 0..cap_calls {
+    let mut floor = Vec::with_capacity(b.cap_calls);
+    for _ in 0..b.cap_calls {
         let t = Instant::now();
         id.get_plugin_info(csi::GetPluginInfoRequest {})
             .await
@@ -411,18 +418,31 @@ async fn main() {
         floor.push(t.elapsed());
     }
     let (f50, f99) = (pct(&mut floor, 0.5), pct(&mut floor, 0.99));
-    let lvs = c
-        .list_volumes(csi::ListVolumesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .entries
-        .len();
+    let lvs =
+        b.c.list_volumes(csi::ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .len();
     let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    let cap_calls = b.cap_calls;
     println!("GetCapacity   p50 {:8.3} ms   p99 {:8.3} ms over {cap_calls} calls with {lvs} carve LVs listed (target p99 < 1 ms); available {avail}", ms(p50), ms(p99));
-    // The handler alone, in this process, over the same LVM state: what carve
-    // itself adds to a GetCapacity, without the socket and gRPC framing.
-    let cfg = carve_core::config::Config::load(std::path::Path::new(&a[5])).unwrap();
+    let mut inproc = in_process_capacity(config, &req, cap_calls).await;
+    let (i50, i99) = (pct(&mut inproc, 0.5), pct(&mut inproc, 0.99));
+    println!("GetCapacity handler in-process p50 {:8.4} ms   p99 {:8.4} ms (no socket; target p99 < 1 ms)", ms(i50), ms(i99));
+    println!("GetPluginInfo p50 {:8.3} ms   p99 {:8.3} ms (the gRPC round-trip floor in this guest); GetCapacity p99 / floor p99 = {:.2}", ms(f50), ms(f99), p99.as_secs_f64() / f99.as_secs_f64());
+}
+
+/// The handler alone, in this process, over the same LVM state: what carve
+/// itself adds to a GetCapacity, without the socket and gRPC framing.
+async fn in_process_capacity(
+    config: &std::path::Path,
+    req: &csi::GetCapacityRequest,
+    calls: usize,
+) -> Vec<Duration> {
+    use carve_csi::csi::controller_server::Controller;
+    let cfg = carve_core::config::Config::load(config).unwrap();
     let runner = std::sync::Arc::new(carve_core::lvm::SystemLvm::new(
         "lvm",
         Duration::from_secs(60),
@@ -438,27 +458,14 @@ async fn main() {
         runner,
     );
     svc.state.refresh().await.unwrap();
-    let mut inproc = Vec::with_capacity(cap_calls);
-    {
-        use carve_csi::csi::controller_server::Controller;
-        for _ in 0..cap_calls {
-            let t = Instant::now();
-            svc.controller
-                .get_capacity(tonic::Request::new(csi::GetCapacityRequest {
-                    parameters: params.clone(),
-                    ..Default::default()
-                }))
-                .await
-                .unwrap();
-            inproc.push(t.elapsed());
-        }
+    let mut lat = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        svc.controller
+            .get_capacity(tonic::Request::new(req.clone()))
+            .await
+            .unwrap();
+        lat.push(t.elapsed());
     }
-    let (i50, i99) = (pct(&mut inproc, 0.5), pct(&mut inproc, 0.99));
-    println!("GetCapacity handler in-process p50 {:8.4} ms   p99 {:8.4} ms (no socket; target p99 < 1 ms)", ms(i50), ms(i99));
-    println!("GetPluginInfo p50 {:8.3} ms   p99 {:8.3} ms (the gRPC round-trip floor in this guest); GetCapacity p99 / floor p99 = {:.2}", ms(f50), ms(f99), p99.as_secs_f64() / f99.as_secs_f64());
-    println!(
-        "idle RSS      {:.1} MiB at start, {:.1} MiB after the run (target <= 15 MiB)",
-        idle_rss as f64 / 1024.0,
-        rss_kib(pid) as f64 / 1024.0
-    );
+    lat
 }

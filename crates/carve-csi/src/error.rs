@@ -48,6 +48,21 @@ macro_rules! into_status {
 }
 pub(crate) use into_status;
 
+/// `RpcError` for errors that always answer with one code:
+/// `fixed_code!(Busy => Aborted, NotReady => Unavailable)`.
+macro_rules! fixed_code {
+    ($($t:ty => $code:ident),+ $(,)?) => {$(
+        impl $crate::error::RpcError for $t {
+            fn code(&self) -> tonic::Code {
+                tonic::Code::$code
+            }
+        }
+    )+};
+}
+pub(crate) use fixed_code;
+
+fixed_code!(Busy => Aborted, NotReady => Unavailable);
+
 /// Another operation on the same volume or snapshot is running: the CSI
 /// spec's "operation pending for volume".
 #[derive(Debug, thiserror::Error)]
@@ -118,18 +133,6 @@ pub enum LookupError {
     Missing(#[from] Missing),
     #[error(transparent)]
     Read(#[from] LvmFailure),
-}
-
-impl RpcError for Busy {
-    fn code(&self) -> Code {
-        Code::Aborted
-    }
-}
-
-impl RpcError for NotReady {
-    fn code(&self) -> Code {
-        Code::Unavailable
-    }
 }
 
 impl RpcError for LvmFailure {

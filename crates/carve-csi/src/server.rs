@@ -1,5 +1,5 @@
 //! The node's one gRPC endpoint: a Unix socket, mode 0600 before it listens,
-//! serving Identity and Controller until SIGTERM or SIGINT.
+//! serving Identity, Controller and Node until SIGTERM or SIGINT.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use carve_csi::csi::controller_client::ControllerClient;
 use carve_csi::csi::identity_client::IdentityClient;
-use carve_csi::csi::volume_capability::{
-    access_mode::Mode, AccessMode, AccessType, BlockVolume, MountVolume,
-};
+use carve_csi::csi::volume_capability::{access_mode::Mode, AccessMode};
 use carve_csi::csi::{self};
 use tonic::transport::Channel;
 use tonic::Code;
@@ -48,6 +46,8 @@ struct Carve {
     child: Child,
     socket: PathBuf,
     log: PathBuf,
+    /// Holds the socket and the log; removed once carve is gone.
+    _dir: tempfile::TempDir,
 }
 
 /// How a test starts carve: node name and extra environment (crash points).
@@ -58,7 +58,7 @@ struct Opts {
 }
 
 impl Opts {
-    /// Dies by SIGKILL at crash point `point` (see src/crash.rs).
+    /// Dies by SIGKILL at crash point `point` (see carve-core's crash.rs).
     fn crash_at(point: &str) -> Opts {
         Opts::default().and_crash_at(point)
     }
@@ -123,12 +123,12 @@ impl Carve {
     }
 
     async fn try_start_with(config: &Path, opts: Opts) -> Result<Carve, String> {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = PathBuf::from(format!("/tmp/carve-test-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let socket = dir.join("csi.sock");
-        let log = dir.join("carve.log");
+        let dir = tempfile::Builder::new()
+            .prefix("carve-test-")
+            .tempdir()
+            .unwrap();
+        let socket = dir.path().join("csi.sock");
+        let log = dir.path().join("carve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_carve"))
             .args(["serve", "--node-id"])
             .arg(opts.node.as_deref().unwrap_or(NODE))
@@ -142,7 +142,12 @@ impl Carve {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start carve");
-        let mut c = Carve { child, socket, log };
+        let mut c = Carve {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !c.socket.exists() {
             if let Ok(Some(status)) = c.child.try_wait() {
@@ -168,6 +173,19 @@ impl Carve {
 
     async fn controller(&self) -> ControllerClient<Channel> {
         ControllerClient::new(self.channel().await)
+    }
+
+    /// A carve on the test ground's config, with a Controller and a Node
+    /// client.
+    async fn with_clients() -> (
+        Carve,
+        ControllerClient<Channel>,
+        carve_csi::csi::node_client::NodeClient<Channel>,
+    ) {
+        let carve = Carve::start(&testbed_config()).await;
+        let c = carve.controller().await;
+        let n = carve_csi::csi::node_client::NodeClient::new(carve.channel().await);
+        (carve, c, n)
     }
 
     async fn identity(&self) -> IdentityClient<Channel> {
@@ -239,24 +257,11 @@ fn lvm(args: &[&str]) {
 }
 
 fn mount_cap() -> csi::VolumeCapability {
-    csi::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    carve_csi::client::mount_capability("ext4", &[])
 }
 
 fn block_cap() -> csi::VolumeCapability {
-    csi::VolumeCapability {
-        access_type: Some(AccessType::Block(BlockVolume {})),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    carve_csi::client::block_capability()
 }
 
 fn create_req(name: &str, class: Option<&str>, required: i64) -> csi::CreateVolumeRequest {
@@ -421,6 +426,30 @@ fn foreign_intact() {
         (8 * MI).to_string()
     );
     assert!(lv("carve-thin", "foreign-thin").is_some());
+}
+
+/// The condition ControllerGetVolume reports for volume `id`.
+async fn condition(c: &mut ControllerClient<Channel>, id: &str) -> csi::VolumeCondition {
+    c.controller_get_volume(csi::ControllerGetVolumeRequest {
+        volume_id: id.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ControllerGetVolume {id}: {e:?}"))
+    .into_inner()
+    .status
+    .and_then(|s| s.volume_condition)
+    .unwrap_or_else(|| panic!("ControllerGetVolume {id}: no condition"))
+}
+
+/// A node configuration file holding `toml`, removed when dropped.
+fn config_file(toml: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new()
+        .prefix("carve-config-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap();
+    std::io::Write::write_all(&mut f, toml.as_bytes()).unwrap();
+    f
 }
 
 /// The ID a carve volume or snapshot at `vg/lv` on this test's node has.

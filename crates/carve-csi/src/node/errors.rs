@@ -8,7 +8,9 @@ use tonic::Code;
 
 use crate::capability::CapabilityError;
 use crate::controller::ExpandVolumeError;
-use crate::error::{into_status, Busy, LookupError, LvmFailure, NotReady, RpcError, ToolFailure};
+use crate::error::{
+    fixed_code, into_status, Busy, LookupError, LvmFailure, NotReady, RpcError, ToolFailure,
+};
 
 /// A request field that is missing or malformed (InvalidArgument).
 #[derive(Debug, thiserror::Error)]
@@ -237,35 +239,13 @@ pub enum NodeExpandError {
     CannotGrow(String),
 }
 
-impl RpcError for BadRequest {
-    fn code(&self) -> Code {
-        Code::InvalidArgument
-    }
-}
-
-impl RpcError for MountTable {
-    fn code(&self) -> Code {
-        Code::Unavailable
-    }
-}
-
-impl RpcError for PathFailure {
-    fn code(&self) -> Code {
-        Code::FailedPrecondition
-    }
-}
-
-impl RpcError for Occupied {
-    fn code(&self) -> Code {
-        Code::FailedPrecondition
-    }
-}
-
-impl RpcError for NotAt {
-    fn code(&self) -> Code {
-        Code::NotFound
-    }
-}
+fixed_code!(
+    BadRequest => InvalidArgument,
+    MountTable => Unavailable,
+    PathFailure => FailedPrecondition,
+    Occupied => FailedPrecondition,
+    NotAt => NotFound,
+);
 
 impl RpcError for Unfinished {
     fn code(&self) -> Code {

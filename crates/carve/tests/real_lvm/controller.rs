@@ -27,15 +27,9 @@ async fn identity_reports_name_capabilities_and_readiness() {
 
 #[tokio::test]
 async fn probe_is_not_ready_when_a_vg_is_missing() {
-    let dir = std::env::temp_dir().join("carve-missing-vg");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        "[[device_class]]\nname='gone'\nvolume_group='no-such-vg'\ntype='thick'\n",
-    )
-    .unwrap();
-    let carve = Carve::start(&cfg).await;
+    let cfg =
+        config_file("[[device_class]]\nname='gone'\nvolume_group='no-such-vg'\ntype='thick'\n");
+    let carve = Carve::start(cfg.path()).await;
     let probe = carve
         .identity()
         .await
@@ -53,15 +47,10 @@ async fn probe_is_not_ready_when_a_vg_is_missing() {
 
 #[tokio::test]
 async fn bad_config_refuses_to_start_naming_the_field() {
-    let dir = std::env::temp_dir().join("carve-bad-config");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
+    let cfg = config_file(
         "[[device_class]]\nname='x'\nvolume_group='carve-raid'\ntype='thick'\nraid='raid9'\n",
-    )
-    .unwrap();
-    let err = match Carve::try_start(&cfg).await {
+    );
+    let err = match Carve::try_start(cfg.path()).await {
         Ok(_) => panic!("carve started with a bad config"),
         Err(e) => e,
     };
@@ -202,14 +191,7 @@ async fn confirmed_and_healthy(c: &mut ControllerClient<Channel>, id: &str) {
         .unwrap()
         .into_inner();
     assert!(ok.confirmed.is_some());
-    let got = c
-        .controller_get_volume(csi::ControllerGetVolumeRequest {
-            volume_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = got.status.unwrap().volume_condition.unwrap();
+    let cond = condition(c, id).await;
     assert!(!cond.abnormal, "{}", cond.message);
 }
 
@@ -401,14 +383,7 @@ async fn inactive_lv_shows_an_abnormal_condition() {
     let mut c = carve.controller().await;
     let vol = create_ok(&mut c, create_req("cond-1", None, 8 * MI)).await;
     lvm(&["lvchange", "-an", &lvm_path(&vol.volume_id)]);
-    let got = c
-        .controller_get_volume(csi::ControllerGetVolumeRequest {
-            volume_id: vol.volume_id.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = got.status.unwrap().volume_condition.unwrap();
+    let cond = condition(&mut c, &vol.volume_id).await;
     assert!(cond.abnormal);
     assert!(cond.message.contains("not active"), "{}", cond.message);
     delete(&mut c, vol.volume_id).await;

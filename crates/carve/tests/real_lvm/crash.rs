@@ -216,16 +216,7 @@ impl Trial {
         let id = listed_id(c, dst_lv)
             .await
             .unwrap_or_else(|| panic!("{what}: the unfinished volume is not listed"));
-        let st = c
-            .controller_get_volume(csi::ControllerGetVolumeRequest {
-                volume_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status
-            .unwrap();
-        let cond = st.volume_condition.unwrap();
+        let cond = condition(c, &id).await;
         assert!(cond.abnormal, "{what}: reported healthy while unfinished");
         let staging = node::paths(&format!("crash-early-{}", self.tag));
         let e = node::stage(n, &id, &staging, &block_cap())

@@ -8,16 +8,7 @@ use carve_csi::csi::node_client::NodeClient;
 use super::*;
 
 pub(super) fn mount_cap_fs(fs: &str, flags: &[&str]) -> csi::VolumeCapability {
-    csi::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: fs.into(),
-            mount_flags: flags.iter().map(|f| f.to_string()).collect(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    carve_csi::client::mount_capability(fs, flags)
 }
 
 pub(super) struct Paths {
@@ -146,9 +137,7 @@ pub(super) async fn create(
 }
 
 async fn data_survives_unstage_and_restage(fs: &str, class: Option<&str>) {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs(fs, &["noatime"]);
     let id = create(
         &mut c,
@@ -218,9 +207,7 @@ async fn btrfs_data_survives_unstage_and_restage() {
 
 #[tokio::test]
 async fn read_only_publish_refuses_writes() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-ro", None, 64 * MI, cap.clone()).await;
     let p = paths("ro");
@@ -236,9 +223,7 @@ async fn read_only_publish_refuses_writes() {
 }
 
 async fn online_expand(fs: &str) {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs(fs, &[]);
     let id = create(
         &mut c,
@@ -303,9 +288,7 @@ async fn online_expand_of_mounted_xfs_keeps_data() {
 
 #[tokio::test]
 async fn block_publish_is_a_working_block_device_and_faults_show() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = block_cap();
     let id = create(&mut c, "node-block", None, 16 * MI, cap.clone()).await;
     let p = paths("block");
@@ -366,9 +349,7 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
 
 #[tokio::test]
 async fn stats_match_df() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-stats", None, 128 * MI, cap.clone()).await;
     let p = paths("stats");
@@ -397,9 +378,7 @@ async fn stats_match_df() {
 
 #[tokio::test]
 async fn node_refuses_bad_input_before_touching_anything() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-bad", None, 16 * MI, cap.clone()).await;
     let rel = Paths {

@@ -37,9 +37,7 @@ fn mounted_at(p: &Path) -> bool {
 
 #[tokio::test]
 async fn a_second_target_path_follows_the_access_mode() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     for (mode, second_ok) in [
         (Mode::SingleNodeSingleWriter, false),
         (Mode::SingleNodeWriter, false),
@@ -84,9 +82,7 @@ async fn a_second_target_path_follows_the_access_mode() {
 
 #[tokio::test]
 async fn stage_and_publish_mount_only_onto_empty_or_new_paths() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-occupied", None, 32 * MI, cap.clone()).await;
     // A staging path holding someone's files (as /etc would).
@@ -115,9 +111,7 @@ async fn stage_and_publish_mount_only_onto_empty_or_new_paths() {
 
 #[tokio::test]
 async fn unpublish_unstage_stats_and_expand_touch_only_this_volume() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let a = create(&mut c, "node-owner-a", None, 32 * MI, cap.clone()).await;
     let b = create(&mut c, "node-owner-b", None, 32 * MI, cap.clone()).await;
@@ -190,9 +184,7 @@ async fn unpublish_unstage_stats_and_expand_touch_only_this_volume() {
 
 #[tokio::test]
 async fn mount_flags_that_change_mount_semantics_are_invalid() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let id = create(&mut c, "node-flags", None, 32 * MI, cap.clone()).await;
     let p = paths("flags");

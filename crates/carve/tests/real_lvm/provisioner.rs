@@ -5,8 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use carve_csi::csi::node_client::NodeClient;
-
 use super::crash::{block_req, content, digest, fill_device};
 use super::node::*;
 use super::*;
@@ -121,16 +119,8 @@ async fn restore_retried_past_short_deadlines_runs_one_copy() {
 
 /// A second carve that knows only the raid VG (as a node whose disks are not
 /// those of `uml-node`), under a node name of its own.
-fn other_node_config() -> PathBuf {
-    let dir = std::env::temp_dir().join("carve-other-node");
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("config.toml");
-    std::fs::write(
-        &cfg,
-        "[[device_class]]\nname='thick'\nvolume_group='carve-raid'\ntype='thick'\n",
-    )
-    .unwrap();
-    cfg
+fn other_node_config() -> tempfile::NamedTempFile {
+    config_file("[[device_class]]\nname='thick'\nvolume_group='carve-raid'\ntype='thick'\n")
 }
 
 #[tokio::test]
@@ -139,7 +129,8 @@ async fn restore_or_clone_asked_of_another_node_is_resource_exhausted() {
     let mut c = here.controller().await;
     let src = create_ok(&mut c, block_req("wrong-node-src", None, 8 * MI)).await;
     let snap = snapshot_ok(&mut c, "wrong-node-snap", &src.volume_id).await;
-    let there = Carve::start_with(&other_node_config(), Opts::node("node-b")).await;
+    let there_config = other_node_config();
+    let there = Carve::start_with(there_config.path(), Opts::node("node-b")).await;
     let mut b = there.controller().await;
     for (what, source) in [
         ("restore", content(Some(&snap.snapshot_id), None)),
@@ -167,9 +158,7 @@ async fn restore_or_clone_asked_of_another_node_is_resource_exhausted() {
 
 #[tokio::test]
 async fn fs_type_from_the_capability_is_recorded_and_used() {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     // external-provisioner passes csi.storage.k8s.io/fstype as the capability's
     // fs_type and strips it from the parameters.
     // xfs needs 300 MB at least.

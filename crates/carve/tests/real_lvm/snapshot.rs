@@ -110,14 +110,7 @@ async fn kill_once_copy_starts(carve: &mut Carve, name: &str) {
 
 /// ControllerGetVolume reports the volume abnormal, saying `why`.
 async fn assert_abnormal(c: &mut ControllerClient<Channel>, id: &str, why: &str) {
-    let got = c
-        .controller_get_volume(csi::ControllerGetVolumeRequest {
-            volume_id: id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = got.status.unwrap().volume_condition.unwrap();
+    let cond = condition(c, id).await;
     assert!(
         cond.abnormal && cond.message.contains(why),
         "{}",
@@ -128,9 +121,7 @@ async fn assert_abnormal(c: &mut ControllerClient<Channel>, id: &str, why: &str)
 /// write → snapshot (while the filesystem is mounted and being written) →
 /// overwrite → restore → the restored volume holds the old data.
 async fn restore_keeps_old_data(fs: &str, class: Option<&str>) {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs(fs, &[]);
     let tag = format!("{fs}-{}", class.unwrap_or("thick"));
     let id = create(
@@ -232,9 +223,7 @@ async fn thin_xfs_restore_keeps_old_data() {
 }
 
 async fn clone_of_mounted_volume(class: Option<&str>) {
-    let carve = Carve::start(&testbed_config()).await;
-    let mut c = carve.controller().await;
-    let mut n = NodeClient::new(carve.channel().await);
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs("ext4", &[]);
     let tag = class.unwrap_or("thick");
     let id = create(

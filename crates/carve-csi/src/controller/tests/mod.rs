@@ -60,15 +60,7 @@ async fn setup() -> (Arc<ControllerService>, Arc<FakeLvm>) {
 }
 
 fn mount_cap() -> csi::VolumeCapability {
-    csi::VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-    }
+    crate::client::mount_capability("ext4", &[])
 }
 
 fn create_req(name: &str, required: i64, limit: i64) -> csi::CreateVolumeRequest {
