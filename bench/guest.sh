@@ -19,7 +19,7 @@ cfg=/tmp/bench-config.toml
 sed 's/^capacity_refresh_seconds = .*/capacity_refresh_seconds = 30/' "$CARVE_TESTBED_CONFIG" > "$cfg"
 printf '\n[[device_class]]\nname = "bench"\nvolume_group = "carve-bench"\ntype = "thick"\n' >> "$cfg"
 sock=/tmp/bench/csi.sock; mkdir -p /tmp/bench
-target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn,carve::restore=info 2>/tmp/bench/carve.log &
+target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn,carve_core::engine::fill=info 2>/tmp/bench/carve.log &
 carve=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
 sleep 1
