@@ -63,38 +63,50 @@ impl IdentityService {
     }
 }
 
+/// GetPluginInfo's answer: the driver name and carve's version.
+pub(crate) fn plugin_info(driver_name: &str) -> csi::GetPluginInfoResponse {
+    csi::GetPluginInfoResponse {
+        name: driver_name.to_string(),
+        vendor_version: env!("CARGO_PKG_VERSION").to_string(),
+        manifest: Default::default(),
+    }
+}
+
+/// GetPluginCapabilities' answer, the same from every carve process: a
+/// Controller service, topology (every volume lives on one node), online
+/// expansion.
+pub(crate) fn plugin_capabilities() -> csi::GetPluginCapabilitiesResponse {
+    use csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
+    let service = |t: service::Type| csi::PluginCapability {
+        r#type: Some(Type::Service(Service { r#type: t as i32 })),
+    };
+    csi::GetPluginCapabilitiesResponse {
+        capabilities: vec![
+            service(service::Type::ControllerService),
+            service(service::Type::VolumeAccessibilityConstraints),
+            csi::PluginCapability {
+                r#type: Some(Type::VolumeExpansion(VolumeExpansion {
+                    r#type: volume_expansion::Type::Online as i32,
+                })),
+            },
+        ],
+    }
+}
+
 #[tonic::async_trait]
 impl Identity for IdentityService {
     async fn get_plugin_info(
         &self,
         _: Request<csi::GetPluginInfoRequest>,
     ) -> Result<Response<csi::GetPluginInfoResponse>, Status> {
-        Ok(Response::new(csi::GetPluginInfoResponse {
-            name: self.driver_name.clone(),
-            vendor_version: env!("CARGO_PKG_VERSION").to_string(),
-            manifest: Default::default(),
-        }))
+        Ok(Response::new(plugin_info(&self.driver_name)))
     }
 
     async fn get_plugin_capabilities(
         &self,
         _: Request<csi::GetPluginCapabilitiesRequest>,
     ) -> Result<Response<csi::GetPluginCapabilitiesResponse>, Status> {
-        use csi::plugin_capability::{service, volume_expansion, Service, Type, VolumeExpansion};
-        let service = |t: service::Type| csi::PluginCapability {
-            r#type: Some(Type::Service(Service { r#type: t as i32 })),
-        };
-        Ok(Response::new(csi::GetPluginCapabilitiesResponse {
-            capabilities: vec![
-                service(service::Type::ControllerService),
-                service(service::Type::VolumeAccessibilityConstraints),
-                csi::PluginCapability {
-                    r#type: Some(Type::VolumeExpansion(VolumeExpansion {
-                        r#type: volume_expansion::Type::Online as i32,
-                    })),
-                },
-            ],
-        }))
+        Ok(Response::new(plugin_capabilities()))
     }
 
     async fn probe(

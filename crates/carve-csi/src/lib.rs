@@ -4,6 +4,7 @@
 //! - [`error`]: how failures become gRPC statuses, logged once at the boundary.
 //! - [`params`], [`capability`], [`pagination`]: what requests may say.
 //! - [`identity`], [`controller`], [`node`]: the three CSI services.
+//! - [`resizer_endpoint`]: the capabilities-only endpoint csi-resizer uses.
 //! - [`server`]: the Unix socket and the gRPC server; [`grpc_compat`] lets
 //!   grpc-core clients in; [`client`] is a channel to a carve socket.
 
@@ -19,4 +20,5 @@ pub mod identity;
 pub mod node;
 pub mod pagination;
 pub mod params;
+pub mod resizer_endpoint;
 pub mod server;

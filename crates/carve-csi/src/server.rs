@@ -162,16 +162,28 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     let refresher = s.state.spawn_refresher(opts.config.refresh_interval());
     let listener = bind(&path)?;
     tracing::info!(endpoint = %opts.endpoint, node_id = %opts.node_id, driver = %opts.driver_name, "serving CSI");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(IdentityServer::new(s.identity))
         .add_service(ControllerServer::from_arc(s.controller))
-        .add_service(NodeServer::new(s.node))
-        .serve_with_incoming_shutdown(incoming(listener), async {
-            let _ = stop_rx.await;
-        });
+        .add_service(NodeServer::new(s.node));
+    let result = serve_until_signal(router, listener).await;
+    refresher.abort();
+    let _ = std::fs::remove_file(&path);
+    result.map_err(ServeError::from)
+}
+
+/// Serves `router` on `listener` until SIGTERM or SIGINT, then lets requests
+/// in flight finish for up to [`SHUTDOWN_GRACE`].
+pub(crate) async fn serve_until_signal(
+    router: tonic::transport::server::Router,
+    listener: tokio::net::UnixListener,
+) -> Result<(), tonic::transport::Error> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = router.serve_with_incoming_shutdown(incoming(listener), async {
+        let _ = stop_rx.await;
+    });
     tokio::pin!(server);
-    let result = tokio::select! {
+    tokio::select! {
         r = &mut server => r,
         _ = shutdown_signal() => {
             let _ = stop_tx.send(());
@@ -185,10 +197,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
                 }
             }
         }
-    };
-    refresher.abort();
-    let _ = std::fs::remove_file(&path);
-    result.map_err(ServeError::from)
+    }
 }
 
 #[cfg(test)]

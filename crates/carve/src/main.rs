@@ -29,6 +29,21 @@ struct Cli {
 enum Command {
     /// Serve CSI Identity, Controller and Node on a Unix socket.
     Serve(ServeArgs),
+    /// Serve only what csi-resizer asks to pick node-side expansion (its
+    /// "trivial" mode): no LVM, no devices, no privileges. For the cluster's
+    /// one csi-resizer (deploy/kubernetes/base/resizer).
+    ResizerEndpoint {
+        /// Socket to serve on, as unix:///absolute/path.
+        #[arg(
+            long,
+            env = "CSI_ENDPOINT",
+            default_value = "unix:///run/carve/resizer.sock"
+        )]
+        endpoint: String,
+        /// CSI driver name; must be the node plugins' name.
+        #[arg(long, env = "CARVE_DRIVER_NAME", default_value = "carve.dev")]
+        driver_name: String,
+    },
     /// Validate a configuration file and exit (0 = valid).
     CheckConfig {
         #[arg(long, default_value = "/etc/carve/config.toml")]
@@ -75,6 +90,28 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve(args) => serve(args),
+        Command::ResizerEndpoint {
+            endpoint,
+            driver_name,
+        } => resizer_endpoint(endpoint, driver_name),
+    }
+}
+
+fn resizer_endpoint(endpoint: String, driver_name: String) -> ExitCode {
+    if driver_name.is_empty() {
+        eprintln!("carve: --driver-name must not be empty");
+        return ExitCode::from(2);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(carve_csi::resizer_endpoint::serve(&endpoint, driver_name)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("carve: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
