@@ -7,7 +7,11 @@
 # Everything here is defensive: if PID 1 exits the guest kernel panics, so no command
 # may kill this shell, and the exit code travels back through a file, not UML's status.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/root/.cargo/bin
-export HOME=/root LC_ALL=C DM_DISABLE_UDEV=1
+export HOME=/root LC_ALL=C
+# The host's LVM configuration knows nothing of a udev-less guest: tell libdm.
+# An image root (CARVE_UML_ROOT) brings its own lvm.conf, which must cope on
+# its own: that is what its test proves.
+[ "${CARVE_UML_ROOT:-/}" = / ] && export DM_DISABLE_UDEV=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || mount -t tmpfs tmpfs /dev
@@ -27,6 +31,15 @@ while [ $i -lt 16 ]; do
 done
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
+
+# An image root sees the host only where it needs to: the working directory,
+# the job directory and the kernel modules, each at its host path (hostfs).
+if [ "${CARVE_UML_ROOT:-/}" != / ]; then
+    for host in "$CARVE_CWD" "$CARVE_JOB" "$CARVE_UML_MODULES"; do
+        [ -d "$host" ] && continue
+        mkdir -p "$host" && mount -t hostfs -o "$host" none "$host"
+    done
+fi
 
 job="$CARVE_JOB"
 rc_file="$job/rc"
@@ -74,4 +87,5 @@ else
     echo $? > "$rc_file"
 fi
 sync
-halt -f
+# An image root may have no halt: then power off through sysrq.
+halt -f 2>/dev/null || echo o > /proc/sysrq-trigger

@@ -4,6 +4,10 @@
 # The script runs as root in the guest with the current directory unchanged, real
 # device-mapper, loop devices and a private tmpfs on /tmp. Its output is streamed
 # back to this terminal and kept in target/uml/<run>/guest.log.
+# The guest's root is the host's / unless CARVE_UML_ROOT names another tree (a
+# container image's root filesystem, say): then the guest runs that tree's
+# programs, and sees of the host only the current directory, the job directory
+# and the kernel modules (mounted at their host paths).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -15,6 +19,13 @@ uml=${CARVE_UML_DIR:-/opt/carve-uml/current}
 [ -x "$uml/linux" ] && [ -d "$uml/modules" ] || { echo "carve-uml: no user-mode-linux kernel in $uml: run hack/setup.sh" >&2; exit 97; }
 
 mem=${CARVE_UML_MEM:-6G}
+root=${CARVE_UML_ROOT:-/}
+init="$here/init.sh"
+if [ "$root" != / ]; then
+    # The kernel looks for init in the guest's root: put a copy there.
+    install -D -m 0755 "$here/init.sh" "$root/.carve-uml/init.sh"
+    init=/.carve-uml/init.sh
+fi
 job=$(mktemp -d "$repo/target/uml/run.XXXXXX" 2>/dev/null || { mkdir -p "$repo/target/uml"; mktemp -d "$repo/target/uml/run.XXXXXX"; })
 script_abs=$(cd "$(dirname "$script")" && pwd)/$(basename "$script")
 {
@@ -36,9 +47,9 @@ trap 'kill $tailer 2>/dev/null || true' EXIT
 # "Aborted" notice for that goes to console.log (the subshell's stderr), not to
 # the terminal, where it would read as a failure.
 (
-    TMPDIR=/dev/shm "$uml/linux" mem="$mem" rootfstype=hostfs rootflags=/ rw \
-        init="$here/init.sh" CARVE_JOB="$job" CARVE_CWD="$PWD" CARVE_UML_MODULES="$(cd "$uml/modules" && pwd -P)" \
-        con=null con0=fd:0,fd:1 </dev/null >"$job/console.log" 2>&1
+    TMPDIR=/dev/shm "$uml/linux" mem="$mem" rootfstype=hostfs rootflags="$root" rw \
+        init="$init" CARVE_JOB="$job" CARVE_CWD="$PWD" CARVE_UML_MODULES="$(cd "$uml/modules" && pwd -P)" \
+        CARVE_UML_ROOT="$root" con=null con0=fd:0,fd:1 </dev/null >"$job/console.log" 2>&1
     echo "carve-uml: kernel exited with status $?" >&2
 ) 2>>"$job/console.log" || true
 sleep 0.3
