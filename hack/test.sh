@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting and lints, unit tests on the host, then
-# carve's real-LVM conformance tests inside a user-mode-linux guest.
+# The whole test suite: formatting and lints, the Kubernetes manifests
+# (rendered, strictly validated, RBAC checked), unit tests on the host,
+# carve's real-LVM conformance tests inside a user-mode-linux guest, then the
+# container image: built from the Dockerfile and smoke-tested on its own root.
 #   hack/test.sh [--no-lint]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,9 @@ if [ $lint = 1 ]; then
     cargo clippy --workspace --all-targets --features carve/real-lvm -- -D warnings
 fi
 
+echo "== Kubernetes manifests"
+hack/manifests/check.sh
+
 echo "== unit tests (host)"
 cargo test --workspace --lib --bins
 
@@ -28,3 +33,7 @@ for line in sys.stdin:
         print(m["executable"])')
 [ -n "$bin" ] || { echo "test.sh: could not build the real_lvm test binary" >&2; exit 1; }
 hack/uml/run.sh hack/uml/guest-tests.sh "$bin"
+
+echo "== container image (buildah) and its smoke test (user-mode-linux on the image's root)"
+hack/image/build.sh localhost/carve:ci
+hack/image/smoke.sh localhost/carve:ci

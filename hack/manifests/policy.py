@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""What carve's manifests promise beyond their schemas (hack/manifests/check.sh):
+
+- every image is pinned by tag and digest, except carve's own (built by the
+  user; set by the overlay) and images listed in UNPINNED with the reason;
+- every container has CPU and memory requests and a memory limit;
+- every container that is not carve's node plugin runs without privileges;
+- the DaemonSet never runs two carves on a node (maxSurge 0) and runs at
+  system-node-critical priority.
+
+    policy.py RENDERED.yaml...
+"""
+import os
+import sys
+
+import yaml
+
+CARVE_IMAGE = "localhost/carve"
+# Images pinned by tag only, and why.
+UNPINNED = {
+    "registry.k8s.io/sig-storage/snapshot-controller:v8.6.0":
+        "no digest for this tag could be confirmed (docs/install.md)",
+}
+PRIVILEGED = {("DaemonSet", "carve-node", "carve")}
+
+
+def main(paths):
+    errors = []
+    for path in paths:
+        name = os.path.basename(path)
+        for d in yaml.safe_load_all(open(path)):
+            if not d or d["kind"] not in ("DaemonSet", "Deployment"):
+                continue
+            w = (d["kind"], d["metadata"]["name"])
+            pod = d["spec"]["template"]["spec"]
+            for c in pod["containers"]:
+                where = f"{name}: {w[0]} {w[1]} container {c['name']}"
+                image = c["image"]
+                if not image.startswith(CARVE_IMAGE + ":") and "@sha256:" not in image and image not in UNPINNED:
+                    errors.append(f"{where}: image {image} is not pinned by digest")
+                res = c.get("resources", {})
+                for key in ("requests.cpu", "requests.memory", "limits.memory"):
+                    a, b = key.split(".")
+                    if b not in res.get(a, {}):
+                        errors.append(f"{where}: no {key}")
+                privileged = c.get("securityContext", {}).get("privileged", False)
+                if privileged and (w[0], w[1], c["name"]) not in PRIVILEGED:
+                    errors.append(f"{where}: privileged")
+            if w == ("DaemonSet", "carve-node"):
+                ru = d["spec"]["updateStrategy"]["rollingUpdate"]
+                if ru.get("maxSurge", 0) not in (0, "0"):
+                    errors.append(f"{name}: carve-node may surge: two carves would share a node")
+                if pod.get("priorityClassName") != "system-node-critical":
+                    errors.append(f"{name}: carve-node is not system-node-critical")
+    for e in errors:
+        print("POLICY", e)
+    print(f"policy: {len(paths)} renderings: {len(errors)} error(s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Strict schema validation of rendered manifests (hack/manifests/check.sh).
+
+Every object must validate, with no unknown and no missing fields, against the
+Kubernetes OpenAPI schemas of every supported version (kubernetes-validate,
+offline). Objects of a kind those schemas do not know are errors, except
+instances of a CustomResourceDefinition shipped in deploy/: those validate
+against that CRD's own openAPIV3Schema, made strict the way the API server
+prunes (no field outside the schema).
+
+    validate.py RENDERED.yaml... (versions from KUBERNETES_VERSIONS)
+"""
+import copy
+import glob
+import os
+import sys
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+VERSIONS = os.environ.get("KUBERNETES_VERSIONS", "1.31 1.32 1.33 1.34 1.35 1.36 1.37").split()
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CRD_FILES = glob.glob(os.path.join(REPO, "deploy/kubernetes/components/*/crd-*.yaml"))
+
+
+def strict(schema):
+    """The schema with additionalProperties false wherever it lists properties
+    and does not keep unknown fields: what the API server's pruning allows."""
+    s = copy.deepcopy(schema)
+    if isinstance(s, dict):
+        for k, v in list(s.items()):
+            if isinstance(v, (dict, list)):
+                s[k] = strict(v)
+        if "properties" in s and not s.get("x-kubernetes-preserve-unknown-fields"):
+            s.setdefault("additionalProperties", False)
+    elif isinstance(s, list):
+        s = [strict(x) for x in s]
+    return s
+
+
+def crd_schemas():
+    """(apiVersion, kind) -> strict JSON schema, for every served CRD version."""
+    out = {}
+    for path in CRD_FILES:
+        for crd in yaml.safe_load_all(open(path)):
+            if not crd:
+                continue
+            spec = crd["spec"]
+            for v in spec["versions"]:
+                if not v.get("served"):
+                    continue
+                schema = strict(v["schema"]["openAPIV3Schema"])
+                # Object metadata is the API server's, not the CRD's.
+                schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+                out[(f'{spec["group"]}/{v["name"]}', spec["names"]["kind"])] = schema
+    return out
+
+
+def main(paths):
+    crds = crd_schemas()
+    errors = 0
+    objects = 0
+    for path in paths:
+        for doc in yaml.safe_load_all(open(path)):
+            if not doc:
+                continue
+            objects += 1
+            what = f'{os.path.basename(path)}: {doc.get("kind")} {doc.get("metadata", {}).get("name")}'
+            key = (doc.get("apiVersion"), doc.get("kind"))
+            if key in crds:
+                try:
+                    jsonschema.validate(doc, crds[key])
+                except jsonschema.ValidationError as e:
+                    print(f"INVALID {what}: {'.'.join(map(str, e.path))}: {e.message}")
+                    errors += 1
+                continue
+            for version in VERSIONS:
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except SchemaNotFoundError:
+                    print(f"UNKNOWN {what}: no schema for {key[0]} {key[1]} in Kubernetes {version}")
+                    errors += 1
+                except ValidationError as e:
+                    print(f"INVALID {what} (Kubernetes {version}): {'.'.join(map(str, e.path))}: {e.message}")
+                    errors += 1
+    print(f"validate: {objects} objects in {len(paths)} renderings, Kubernetes {VERSIONS[0]}-{VERSIONS[-1]} (strict): {errors} error(s)")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
