@@ -4,9 +4,8 @@
 # (validate.py), image pins, resources and privileges (policy.py), RBAC against
 # the sidecars' own published rules (hack/rbac/check.py), and the vendored
 # snapshot CRDs against their upstream sha256 sums; then deploy/nomad/ (nomad.py).
-# Renderings are kept in
-# target/manifests/. Needs hack/setup.sh's Python environment (kubectl,
-# kubernetes-validate).
+# Renderings are kept in target/manifests/. Needs hack/setup.sh's Python
+# environment (kubectl, kubernetes-validate, HCL parsers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 pyenv=${CARVE_PYENV:-/opt/carve-pyenv}
