@@ -13,7 +13,7 @@ mkdir -p /tmp/smoke
     --config "$CARVE_TESTBED_CONFIG" 2>/tmp/smoke/carve.log &
 carve=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
-target/release/examples/image-smoke "$sock"
+target/debug/examples/image-smoke "$sock"
 rc=$?
 kill -TERM "$carve"; wait "$carve"
 [ $rc = 0 ] || { echo "smoke-guest: failed; carve's log:"; tail -40 /tmp/smoke/carve.log; }

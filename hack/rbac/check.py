@@ -77,7 +77,7 @@ def reference(component):
 
 def carve_links_no_kubernetes_client():
     tree = subprocess.run(
-        ["cargo", "tree", "-p", "carve", "-e", "normal", "--prefix", "none", "--offline"],
+        ["cargo", "tree", "-p", "carve", "-e", "normal", "--prefix", "none"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout
     crates = {line.split()[0] for line in tree.splitlines() if line.strip()}
