@@ -3,18 +3,7 @@
 //! ambiguous results instead of guessing) without spawning a process per
 //! NodeStageVolume. The C calls are in [`super::ffi`].
 
-/// What a probe found.
-#[derive(Debug, PartialEq)]
-pub enum Found {
-    Nothing,
-    /// `TYPE` (filesystem, RAID member, swap…) and/or `PTTYPE`.
-    Values {
-        fs_type: Option<String>,
-        pt_type: Option<String>,
-    },
-    /// Several signatures that contradict each other.
-    Ambiguous,
-}
+pub use super::ffi::Found;
 
 /// Probes `device` (blocking: call from spawn_blocking).
 pub fn probe(device: &str) -> std::io::Result<Found> {

@@ -6,8 +6,6 @@
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
 
-use super::blkid::Found;
-
 #[allow(non_camel_case_types)]
 type blkid_probe = *mut c_void;
 
@@ -56,6 +54,19 @@ impl Probe {
                 .into_owned(),
         )
     }
+}
+
+/// What a probe found.
+#[derive(Debug, PartialEq)]
+pub enum Found {
+    Nothing,
+    /// `TYPE` (filesystem, RAID member, swap…) and/or `PTTYPE`.
+    Values {
+        fs_type: Option<String>,
+        pt_type: Option<String>,
+    },
+    /// Several signatures that contradict each other.
+    Ambiguous,
 }
 
 /// Probes `device` (blocking: call from spawn_blocking).
