@@ -9,6 +9,7 @@
 #   hack/image/build.sh [IMAGE]        (default localhost/carve:ci)
 # Prints the image's size. hack/image/smoke.sh tests the result.
 set -euo pipefail
+. "$(dirname "$0")/rebind-root.sh"
 cd "$(dirname "$0")/../.."
 image=${1:-localhost/carve:ci}
 work=target/image

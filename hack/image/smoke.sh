@@ -5,6 +5,7 @@
 # loop-backed volume groups. Only the test client comes from this checkout.
 #   hack/image/smoke.sh [IMAGE]        (default localhost/carve:ci)
 set -euo pipefail
+. "$(dirname "$0")/rebind-root.sh"
 cd "$(dirname "$0")/../.."
 image=${1:-localhost/carve:ci}
 bah() { buildah --storage-driver vfs "$@"; }
