@@ -59,9 +59,11 @@ done
 # so LVM's archive/backup/cache writes never reach the host's /etc through hostfs.
 # A checkout that itself lives under /tmp (a CI clone, say) must stay reachable
 # once /tmp is covered: the host's /tmp is kept under /run and the checkout and
-# job directory are bound back to their own paths.
+# job directory are bound back to their own paths. Recursive: under an image
+# root the checkout is itself a hostfs mount below /tmp (mounted above), and a
+# plain bind would leave an empty directory in its place.
 mkdir -p /run/host-tmp
-mount --bind /tmp /run/host-tmp
+mount --rbind /tmp /run/host-tmp
 mount -t tmpfs -o size=4g tmpfs /tmp
 for keep in "$CARVE_CWD" "$job"; do
     case "$keep" in
