@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use crate::host::mountinfo::{self, Mount};
 use crate::lvm::LvInfo;
 
-/// (major, minor) of a device number, as glibc's gnu_dev_major/minor.
+/// (major, minor) of a device number (nix's, which splits as glibc does).
 pub fn split_dev(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
+    use nix::sys::stat::{major, minor};
+    (major(dev) as u32, minor(dev) as u32)
 }
 
 /// The LV's device node path.
@@ -40,10 +39,7 @@ pub struct Device {
 impl Device {
     pub fn of(lv: &LvInfo) -> Device {
         let path = device_path(lv);
-        let number = std::fs::metadata(&path)
-            .ok()
-            .filter(|m| m.file_type().is_block_device())
-            .map(|m| split_dev(m.rdev()));
+        let number = node_number(Path::new(&path));
         Device {
             path,
             number,
@@ -61,11 +57,8 @@ impl Device {
         if m.source == self.path || m.source == self.dm_path {
             return true;
         }
-        self.number.is_some_and(|n| {
-            std::fs::metadata(&m.source)
-                .map(|md| md.file_type().is_block_device() && split_dev(md.rdev()) == n)
-                .unwrap_or(false)
-        })
+        self.number
+            .is_some_and(|n| node_number(Path::new(&m.source)) == Some(n))
     }
 
     /// Whether `path` is a device node of this device (a published raw block
