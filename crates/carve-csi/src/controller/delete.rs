@@ -139,7 +139,7 @@ impl ControllerService {
         let has_temp = self
             .state
             .get()
-            .is_some_and(|v| v.lvm.lv(vg, &temp).is_some_and(|t| self.owned(t)));
+            .is_some_and(|v| self.find(&v.lvm, vg, &temp, LvKind::CloneTemp).is_some());
         if has_temp {
             remove_owned(&guard, &self.state, &temp, &self.owner_tag())
                 .await

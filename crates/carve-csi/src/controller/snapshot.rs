@@ -380,15 +380,8 @@ impl ControllerService {
         crate::pagination::check(req.max_entries, &req.starting_token)?;
         // From the cached view: carve's own snapshots enter it as they are made.
         let view = self.view_or_refresh().await?;
-        let snaps: Vec<csi::Snapshot> = view
-            .lvm
-            .lvs
-            .iter()
-            .filter(|l| {
-                self.managed_vg(&l.vg)
-                    && self.owned(l)
-                    && l.name.starts_with(names::SNAPSHOT_PREFIX)
-            })
+        let snaps: Vec<csi::Snapshot> = self
+            .carve_lvs(&view.lvm, LvKind::Snapshot)
             .map(|l| self.snapshot_of(l))
             .filter(|s| req.snapshot_id.is_empty() || s.snapshot_id == req.snapshot_id)
             .filter(|s| {
