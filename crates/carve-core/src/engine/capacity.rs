@@ -130,11 +130,6 @@ fn thick(class: &DeviceClass, vg: &VgInfo, extent: u64, granule: u64) -> ClassCa
     }
 }
 
-/// VG bytes one new LV of `size` bytes takes in a thick class.
-pub fn vg_cost(class: &DeviceClass, size: u64, extent: u64) -> u64 {
-    class.layout.vg_cost(size, extent)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,9 +200,9 @@ mod tests {
     #[test]
     fn vg_cost_counts_copies_and_raid_metadata() {
         let c = class("volume_group='vgraid'\ntype='thick'\nraid='raid1'");
-        assert_eq!(vg_cost(&c, 100 * MI, 4 * MI), 208 * MI);
+        assert_eq!(c.layout.vg_cost(100 * MI, 4 * MI), 208 * MI);
         let c = class("volume_group='vgthick'\ntype='thick'");
-        assert_eq!(vg_cost(&c, 100 * MI, 4 * MI), 100 * MI);
+        assert_eq!(c.layout.vg_cost(100 * MI, 4 * MI), 100 * MI);
     }
 
     #[test]

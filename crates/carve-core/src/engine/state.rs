@@ -296,7 +296,7 @@ impl StateCache {
             .and_then(|n| self.config.class(n))
             .filter(|c| c.volume_group == lv.vg && c.provisioning == Provisioning::Thick);
         match class {
-            Some(c) => capacity::vg_cost(c, lv.size, extent),
+            Some(c) => c.layout.vg_cost(lv.size, extent),
             None => lv.size,
         }
     }

@@ -65,10 +65,6 @@ impl LvInfo {
     pub fn is_active(&self) -> bool {
         self.attr.state == LvState::Active
     }
-    /// Open by a mount or a process.
-    pub fn is_open(&self) -> bool {
-        self.attr.open
-    }
     /// A classic (copy-on-write) snapshot.
     pub fn is_classic_snapshot(&self) -> bool {
         self.attr.lv_type == LvType::Snapshot
@@ -83,9 +79,6 @@ impl LvInfo {
         self.tags
             .iter()
             .find_map(|t| t.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-    }
-    pub fn has_tag(&self, tag: &str) -> bool {
-        self.tags.iter().any(|t| t == tag)
     }
 }
 

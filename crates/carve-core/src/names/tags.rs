@@ -2,8 +2,6 @@
 //! encoding that lets any value (a request name, a PVC name) round-trip
 //! through LVM's tag character set.
 
-/// Key prefix of every tag carve writes.
-pub const TAG_PREFIX: &str = "carve.dev/";
 pub const TAG_OWNER: &str = "carve.dev/owner";
 pub const TAG_NAME: &str = "carve.dev/name";
 pub const TAG_CLASS: &str = "carve.dev/class";
