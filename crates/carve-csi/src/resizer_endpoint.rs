@@ -97,7 +97,7 @@ pub async fn serve(endpoint: &str, driver_name: String) -> Result<(), ServeError
     let listener = bind(&path)?;
     tracing::info!(%endpoint, driver = %driver_name, "serving the resizer endpoint (capabilities only)");
     let e = ResizerEndpoint { driver_name };
-    let router = tonic::transport::Server::builder()
+    let router = crate::grpc_compat::server_builder()
         .add_service(IdentityServer::new(e.clone()))
         .add_service(ControllerServer::new(e.clone()))
         .add_service(NodeServer::new(e));

@@ -11,7 +11,7 @@ use crate::controller::ControllerService;
 use crate::csi::{
     controller_server::ControllerServer, identity_server::IdentityServer, node_server::NodeServer,
 };
-use crate::grpc_compat::AuthorityFix;
+use crate::grpc_compat::{server_builder, AuthorityFix, ConnectionLimit, MAX_CONNECTIONS};
 use crate::identity::IdentityService;
 use crate::node::NodeService;
 use carve_core::config::Config;
@@ -79,13 +79,19 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
     tokio::net::UnixListener::from_std(std_listener).map_err(err)
 }
 
-/// Accepted connections, each read through [`AuthorityFix`] so clients on
-/// grpc-core (whose `:authority` on a Unix socket h2 would refuse) are served.
-fn incoming(
+/// Accepted connections, at most [`MAX_CONNECTIONS`] at once, each read
+/// through [`AuthorityFix`] so clients on grpc-core (whose `:authority` on a
+/// Unix socket h2 would refuse) are served and no client's bytes can take
+/// more than a bounded amount of memory.
+pub(crate) fn incoming(
     listener: tokio::net::UnixListener,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
     use tokio_stream::StreamExt;
-    UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityFix::new))
+    let limit = ConnectionLimit::new(MAX_CONNECTIONS);
+    UnixListenerStream::new(listener).filter_map(move |conn| match conn {
+        Ok(c) => limit.admit(c).map(Ok),
+        Err(e) => Some(Err(e)),
+    })
 }
 
 pub struct Options {
@@ -162,7 +168,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     let refresher = s.state.spawn_refresher(opts.config.refresh_interval());
     let listener = bind(&path)?;
     tracing::info!(endpoint = %opts.endpoint, node_id = %opts.node_id, driver = %opts.driver_name, "serving CSI");
-    let router = tonic::transport::Server::builder()
+    let router = server_builder()
         .add_service(IdentityServer::new(s.identity))
         .add_service(ControllerServer::from_arc(s.controller))
         .add_service(NodeServer::new(s.node));
