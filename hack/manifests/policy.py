@@ -22,36 +22,51 @@ UNPINNED = {
         "no digest for this tag could be confirmed (docs/install.md)",
 }
 PRIVILEGED = {("DaemonSet", "carve-node", "carve")}
+WORKLOADS = ("DaemonSet", "Deployment", "StatefulSet", "ReplicaSet", "Job")
+
+
+def workloads(docs):
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            yield d, d["spec"]["template"]["spec"]
+
+
+def containers(pod):
+    return pod.get("containers", []) + pod.get("initContainers", [])
+
+
+def images_resources_privileges(name, docs, err):
+    for d, pod in workloads(docs):
+        w = (d["kind"], d["metadata"]["name"])
+        for c in containers(pod):
+            where = f"{w[0]} {w[1]} container {c['name']}"
+            image = c["image"]
+            if not image.startswith(CARVE_IMAGE + ":") and "@sha256:" not in image and image not in UNPINNED:
+                err(f"{where}: image {image} is not pinned by digest")
+            res = c.get("resources", {})
+            for key in ("requests.cpu", "requests.memory", "limits.memory"):
+                a, b = key.split(".")
+                if b not in res.get(a, {}):
+                    err(f"{where}: no {key}")
+            privileged = c.get("securityContext", {}).get("privileged", False)
+            if privileged and (w[0], w[1], c["name"]) not in PRIVILEGED:
+                err(f"{where}: privileged")
+        if w == ("DaemonSet", "carve-node"):
+            ru = d["spec"]["updateStrategy"]["rollingUpdate"]
+            if ru.get("maxSurge", 0) not in (0, "0", "0%"):
+                err("carve-node may surge: two carves would share a node")
+            if pod.get("priorityClassName") != "system-node-critical":
+                err("carve-node is not system-node-critical")
 
 
 def main(paths):
     errors = []
     for path in paths:
         name = os.path.basename(path)
-        for d in yaml.safe_load_all(open(path)):
-            if not d or d["kind"] not in ("DaemonSet", "Deployment"):
-                continue
-            w = (d["kind"], d["metadata"]["name"])
-            pod = d["spec"]["template"]["spec"]
-            for c in pod["containers"]:
-                where = f"{name}: {w[0]} {w[1]} container {c['name']}"
-                image = c["image"]
-                if not image.startswith(CARVE_IMAGE + ":") and "@sha256:" not in image and image not in UNPINNED:
-                    errors.append(f"{where}: image {image} is not pinned by digest")
-                res = c.get("resources", {})
-                for key in ("requests.cpu", "requests.memory", "limits.memory"):
-                    a, b = key.split(".")
-                    if b not in res.get(a, {}):
-                        errors.append(f"{where}: no {key}")
-                privileged = c.get("securityContext", {}).get("privileged", False)
-                if privileged and (w[0], w[1], c["name"]) not in PRIVILEGED:
-                    errors.append(f"{where}: privileged")
-            if w == ("DaemonSet", "carve-node"):
-                ru = d["spec"]["updateStrategy"]["rollingUpdate"]
-                if ru.get("maxSurge", 0) not in (0, "0"):
-                    errors.append(f"{name}: carve-node may surge: two carves would share a node")
-                if pod.get("priorityClassName") != "system-node-critical":
-                    errors.append(f"{name}: carve-node is not system-node-critical")
+        docs = [d for d in yaml.safe_load_all(open(path)) if d]
+        def err(msg, name=name):
+            errors.append(f"{name}: {msg}")
+        images_resources_privileges(name, docs, err)
     for e in errors:
         print("POLICY", e)
     print(f"policy: {len(paths)} renderings: {len(errors)} error(s)")
