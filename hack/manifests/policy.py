@@ -6,7 +6,10 @@
 - every container has CPU and memory requests and a memory limit;
 - every container that is not carve's node plugin runs without privileges;
 - the DaemonSet never runs two carves on a node (maxSurge 0) and runs at
-  system-node-critical priority.
+  system-node-critical priority;
+- no rendering holds both a CustomResourceDefinition and an object of the kind
+  it defines: one `kubectl apply` of both fails the first time, because the
+  kind is not served until the CRD is established.
 
     policy.py RENDERED.yaml...
 """
@@ -59,6 +62,21 @@ def images_resources_privileges(name, docs, err):
                 err("carve-node is not system-node-critical")
 
 
+def crd_and_instances(name, docs, err):
+    """Finding 19: a CRD and an object of its kind must not be applied together."""
+    defined = {}
+    for d in docs:
+        if d["kind"] == "CustomResourceDefinition":
+            defined[(d["spec"]["group"], d["spec"]["names"]["kind"])] = d["metadata"]["name"]
+    for d in docs:
+        group = d["apiVersion"].split("/")[0] if "/" in d["apiVersion"] else ""
+        crd = defined.get((group, d["kind"]))
+        if crd:
+            err(f"{d['kind']} {d['metadata']['name']} is in the same rendering as CRD {crd}: "
+                "a first `kubectl apply` fails (no matches for kind) until the CRD is established; "
+                "apply the CRDs (deploy/kubernetes/crds) first")
+
+
 def main(paths):
     errors = []
     for path in paths:
@@ -67,6 +85,7 @@ def main(paths):
         def err(msg, name=name):
             errors.append(f"{name}: {msg}")
         images_resources_privileges(name, docs, err)
+        crd_and_instances(name, docs, err)
     for e in errors:
         print("POLICY", e)
     print(f"policy: {len(paths)} renderings: {len(errors)} error(s)")
