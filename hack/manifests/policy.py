@@ -7,6 +7,9 @@
 - every container that is not carve's node plugin runs without privileges;
 - the DaemonSet never runs two carves on a node (maxSurge 0) and runs at
   system-node-critical priority;
+- external-provisioner in node mode never takes claims of Immediate binding
+  (--node-deployment-immediate-binding=false): carve's classes wait for the
+  first consumer, and a local volume placed on a random node pins its pod there;
 - no rendering holds both a CustomResourceDefinition and an object of the kind
   it defines: one `kubectl apply` of both fails the first time, because the
   kind is not served until the CRD is established.
@@ -62,6 +65,18 @@ def images_resources_privileges(name, docs, err):
                 err("carve-node is not system-node-critical")
 
 
+def node_provisioner(name, docs, err):
+    """Finding 19 (second half): node-mode provisioners take no Immediate claims."""
+    for d, pod in workloads(docs):
+        for c in pod["containers"]:
+            args = c.get("args", [])
+            if "csi-provisioner" in c["image"] and "--node-deployment" in args \
+                    and "--node-deployment-immediate-binding=false" not in args:
+                err(f"{d['kind']} {d['metadata']['name']} container {c['name']}: --node-deployment without "
+                    "--node-deployment-immediate-binding=false: every node races for claims of Immediate "
+                    "binding and the volume lands on a random node")
+
+
 def crd_and_instances(name, docs, err):
     """Finding 19: a CRD and an object of its kind must not be applied together."""
     defined = {}
@@ -85,6 +100,7 @@ def main(paths):
         def err(msg, name=name):
             errors.append(f"{name}: {msg}")
         images_resources_privileges(name, docs, err)
+        node_provisioner(name, docs, err)
         crd_and_instances(name, docs, err)
     for e in errors:
         print("POLICY", e)
