@@ -7,6 +7,10 @@
 - every container that is not carve's node plugin runs without privileges;
 - the DaemonSet never runs two carves on a node (maxSurge 0) and runs at
   system-node-critical priority;
+- a pod at a system-* priority outside kube-system comes with a ResourceQuota
+  in its namespace scoped to that priority class, admitting at least
+  MIN_CRITICAL_PODS pods (clusters that limit those classes, GKE among them,
+  refuse the pods otherwise);
 - external-provisioner in node mode never takes claims of Immediate binding
   (--node-deployment-immediate-binding=false): carve's classes wait for the
   first consumer, and a local volume placed on a random node pins its pod there;
@@ -17,6 +21,7 @@
     policy.py RENDERED.yaml...
 """
 import os
+import re
 import sys
 
 import yaml
@@ -29,6 +34,23 @@ UNPINNED = {
 }
 PRIVILEGED = {("DaemonSet", "carve-node", "carve")}
 WORKLOADS = ("DaemonSet", "Deployment", "StatefulSet", "ReplicaSet", "Job")
+# A DaemonSet has one pod per node: the quota for critical pods must not be
+# what limits it.
+MIN_CRITICAL_PODS = 10000
+
+
+def quantity(q):
+    """A Kubernetes quantity as a number (enough for counts: 10k, 1G, 5Ki)."""
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(q).strip())
+    if not m:
+        return 0
+    mult = {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    return float(m.group(1)) * mult.get(m.group(2), 0)
+
+
+def ns_of(d):
+    return d["metadata"].get("namespace", "default")
 
 
 def workloads(docs):
@@ -63,6 +85,32 @@ def images_resources_privileges(name, docs, err):
                 err("carve-node may surge: two carves would share a node")
             if pod.get("priorityClassName") != "system-node-critical":
                 err("carve-node is not system-node-critical")
+
+
+def critical_priority_quota(name, docs, err):
+    """Finding 13: system-* priority classes outside kube-system need a quota."""
+    covered = {}  # namespace -> priority classes a generous quota admits
+    small = {}
+    for d in docs:
+        if d["kind"] != "ResourceQuota":
+            continue
+        spec = d.get("spec", {})
+        pods = quantity(spec.get("hard", {}).get("pods", "0"))
+        for e in (spec.get("scopeSelector") or {}).get("matchExpressions", []):
+            if e.get("scopeName") == "PriorityClass" and e.get("operator") == "In":
+                target = covered if pods >= MIN_CRITICAL_PODS else small
+                target.setdefault(ns_of(d), set()).update(e.get("values", []))
+    for d, pod in workloads(docs):
+        pc = pod.get("priorityClassName", "")
+        ns = ns_of(d)
+        if not pc.startswith("system-") or ns == "kube-system" or pc in covered.get(ns, ()):
+            continue
+        why = (f"its quota there admits fewer than {MIN_CRITICAL_PODS} pods"
+               if pc in small.get(ns, ()) else
+               f"no ResourceQuota there with scopeSelector PriorityClass In [{pc}]")
+        err(f"{d['kind']} {d['metadata']['name']} runs at {pc} in namespace {ns}, {why}: "
+            "clusters that limit system priority classes (GKE) refuse its pods "
+            "(insufficient quota to match these scopes)")
 
 
 def node_provisioner(name, docs, err):
@@ -100,6 +148,7 @@ def main(paths):
         def err(msg, name=name):
             errors.append(f"{name}: {msg}")
         images_resources_privileges(name, docs, err)
+        critical_priority_quota(name, docs, err)
         node_provisioner(name, docs, err)
         crd_and_instances(name, docs, err)
     for e in errors:
