@@ -46,7 +46,7 @@ nodes:
   - role: control-plane
   - role: worker
     labels:
-      carve.dev/e2e: "true"
+      carve.dev/node: "true"
     extraMounts:
       - hostPath: $loop
         containerPath: $loop
@@ -90,7 +90,7 @@ kind: Pod
 metadata: {name: $1}
 spec:
   restartPolicy: Never
-  nodeSelector: {carve.dev/e2e: "true"}
+  nodeSelector: {carve.dev/node: "true"}
   containers:
     - name: c
       image: $image

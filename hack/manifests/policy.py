@@ -11,6 +11,9 @@
   in its namespace scoped to that priority class, admitting at least
   MIN_CRITICAL_PODS pods (clusters that limit those classes, GKE among them,
   refuse the pods otherwise);
+- the base runs carve on every node; a rendering that narrows it does so with
+  the documented opt-in label only (components/node-selector), and some
+  rendering uses that component;
 - external-provisioner in node mode never takes claims of Immediate binding
   (--node-deployment-immediate-binding=false): carve's classes wait for the
   first consumer, and a local volume placed on a random node pins its pod there;
@@ -37,6 +40,10 @@ WORKLOADS = ("DaemonSet", "Deployment", "StatefulSet", "ReplicaSet", "Job")
 # A DaemonSet has one pod per node: the quota for critical pods must not be
 # what limits it.
 MIN_CRITICAL_PODS = 10000
+# The opt-in label of components/node-selector (docs/install.md).
+NODE_LABEL = {"carve.dev/node": "true"}
+# The only label a rendering of the base may select nodes by, besides the opt-in.
+ALWAYS_OK_NODE_LABELS = {"kubernetes.io/os"}
 
 
 def quantity(q):
@@ -113,6 +120,23 @@ def critical_priority_quota(name, docs, err):
             "(insufficient quota to match these scopes)")
 
 
+def node_selection(name, docs, err, uses_opt_in):
+    """Finding 14: carve on every node by default; the opt-in label otherwise."""
+    for d, pod in workloads(docs):
+        if (d["kind"], d["metadata"]["name"]) != ("DaemonSet", "carve-node"):
+            continue
+        sel = dict(pod.get("nodeSelector") or {})
+        narrowing = {k: v for k, v in sel.items() if k not in ALWAYS_OK_NODE_LABELS}
+        if name == "base.yaml":
+            if narrowing or pod.get("affinity", {}).get("nodeAffinity"):
+                err(f"carve-node in the base selects nodes ({narrowing or 'nodeAffinity'}): the base runs carve on every node")
+        elif narrowing and narrowing != NODE_LABEL:
+            err(f"carve-node selects nodes by {narrowing}, not by the documented opt-in "
+                f"{NODE_LABEL} (components/node-selector)")
+        if narrowing == NODE_LABEL:
+            uses_opt_in.append(name)
+
+
 def node_provisioner(name, docs, err):
     """Finding 19 (second half): node-mode provisioners take no Immediate claims."""
     for d, pod in workloads(docs):
@@ -142,6 +166,7 @@ def crd_and_instances(name, docs, err):
 
 def main(paths):
     errors = []
+    uses_opt_in = []
     for path in paths:
         name = os.path.basename(path)
         docs = [d for d in yaml.safe_load_all(open(path)) if d]
@@ -149,8 +174,11 @@ def main(paths):
             errors.append(f"{name}: {msg}")
         images_resources_privileges(name, docs, err)
         critical_priority_quota(name, docs, err)
+        node_selection(name, docs, err, uses_opt_in)
         node_provisioner(name, docs, err)
         crd_and_instances(name, docs, err)
+    if not uses_opt_in:
+        errors.append(f"no rendering selects nodes by {NODE_LABEL}: components/node-selector is not rendered")
     for e in errors:
         print("POLICY", e)
     print(f"policy: {len(paths)} renderings: {len(errors)} error(s)")
