@@ -14,6 +14,9 @@
 - the base runs carve on every node; a rendering that narrows it does so with
   the documented opt-in label only (components/node-selector), and some
   rendering uses that component;
+- rollouts are guarded: carve has a readiness probe on the livenessprobe
+  sidecar's /healthz, every workload has minReadySeconds, and the DaemonSet's
+  maxUnavailable is a percentage;
 - external-provisioner in node mode never takes claims of Immediate binding
   (--node-deployment-immediate-binding=false): carve's classes wait for the
   first consumer, and a local volume placed on a random node pins its pod there;
@@ -137,6 +140,50 @@ def node_selection(name, docs, err, uses_opt_in):
             uses_opt_in.append(name)
 
 
+def http_endpoint_port(c):
+    for a in c.get("args", []):
+        if a.startswith("--http-endpoint="):
+            return int(a.rsplit(":", 1)[1])
+    return None
+
+
+def probe_port(c, probe):
+    port = probe.get("httpGet", {}).get("port")
+    if isinstance(port, int):
+        return port
+    for p in c.get("ports", []):
+        if p.get("name") == port:
+            return p["containerPort"]
+    return None
+
+
+def rollouts(name, docs, err):
+    """Finding 15: readiness, minReadySeconds, a percentage maxUnavailable."""
+    for d, pod in workloads(docs):
+        kind, wname = d["kind"], d["metadata"]["name"]
+        if kind in ("DaemonSet", "Deployment", "StatefulSet") and not d["spec"].get("minReadySeconds"):
+            err(f"{kind} {wname}: no minReadySeconds: a pod that crashes right after it starts counts as available")
+        if (kind, wname) != ("DaemonSet", "carve-node"):
+            continue
+        mu = d["spec"].get("updateStrategy", {}).get("rollingUpdate", {}).get("maxUnavailable")
+        if not (isinstance(mu, str) and re.fullmatch(r"[1-9][0-9]?%", mu)):
+            err(f"carve-node: updateStrategy.rollingUpdate.maxUnavailable is {mu!r}, not a percentage of the nodes")
+        by_name = {c["name"]: c for c in pod["containers"]}
+        carve = by_name.get("carve")
+        lp = next((c for c in pod["containers"] if "livenessprobe" in c["image"]), None)
+        endpoint = http_endpoint_port(lp) if lp else None
+        for kindp in ("readinessProbe", "livenessProbe"):
+            probe = (carve or {}).get(kindp)
+            if not probe:
+                err(f"carve-node container carve: no {kindp}")
+                continue
+            path = probe.get("httpGet", {}).get("path")
+            port = probe_port(carve, probe)
+            if path != "/healthz" or port is None or port != endpoint:
+                err(f"carve-node container carve: {kindp} asks {path} on port {port}, "
+                    f"not /healthz of the livenessprobe sidecar (port {endpoint})")
+
+
 def node_provisioner(name, docs, err):
     """Finding 19 (second half): node-mode provisioners take no Immediate claims."""
     for d, pod in workloads(docs):
@@ -175,6 +222,7 @@ def main(paths):
         images_resources_privileges(name, docs, err)
         critical_priority_quota(name, docs, err)
         node_selection(name, docs, err, uses_opt_in)
+        rollouts(name, docs, err)
         node_provisioner(name, docs, err)
         crd_and_instances(name, docs, err)
     if not uses_opt_in:
