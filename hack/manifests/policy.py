@@ -17,6 +17,9 @@
 - rollouts are guarded: carve has a readiness probe on the livenessprobe
   sidecar's /healthz, every workload has minReadySeconds, and the DaemonSet's
   maxUnavailable is a percentage;
+- a container that shares a volume (the CSI socket's directory) with a
+  privileged container runs as SELinux type spc_t, as the privileged one does
+  (on enforcing hosts a confined container_t cannot connect to the socket);
 - external-provisioner in node mode never takes claims of Immediate binding
   (--node-deployment-immediate-binding=false): carve's classes wait for the
   first consumer, and a local volume placed on a random node pins its pod there;
@@ -47,6 +50,7 @@ MIN_CRITICAL_PODS = 10000
 NODE_LABEL = {"carve.dev/node": "true"}
 # The only label a rendering of the base may select nodes by, besides the opt-in.
 ALWAYS_OK_NODE_LABELS = {"kubernetes.io/os"}
+SPC = "spc_t"
 
 
 def quantity(q):
@@ -184,6 +188,28 @@ def rollouts(name, docs, err):
                     f"not /healthz of the livenessprobe sidecar (port {endpoint})")
 
 
+def selinux(name, docs, err):
+    """Finding 16: containers sharing a volume with a privileged one run as spc_t."""
+    for d, pod in workloads(docs):
+        cs = containers(pod)
+        priv = [c for c in cs if c.get("securityContext", {}).get("privileged")]
+        if not priv:
+            continue
+        shared = {m["name"] for c in priv for m in c.get("volumeMounts", [])}
+        pod_type = (pod.get("securityContext", {}).get("seLinuxOptions") or {}).get("type")
+        for c in cs:
+            if any(c is p for p in priv):
+                continue
+            vols = sorted({m["name"] for m in c.get("volumeMounts", [])} & shared)
+            if not vols:
+                continue
+            t = (c.get("securityContext", {}).get("seLinuxOptions") or {}).get("type", pod_type)
+            if t != SPC:
+                err(f"{d['kind']} {d['metadata']['name']} container {c['name']} shares {vols} with a "
+                    f"privileged container but runs as SELinux type {t or 'container_t (default)'}, "
+                    f"not {SPC}: on enforcing hosts it cannot connect to the socket the privileged container made")
+
+
 def node_provisioner(name, docs, err):
     """Finding 19 (second half): node-mode provisioners take no Immediate claims."""
     for d, pod in workloads(docs):
@@ -223,6 +249,7 @@ def main(paths):
         critical_priority_quota(name, docs, err)
         node_selection(name, docs, err, uses_opt_in)
         rollouts(name, docs, err)
+        selinux(name, docs, err)
         node_provisioner(name, docs, err)
         crd_and_instances(name, docs, err)
     if not uses_opt_in:
