@@ -46,7 +46,7 @@ nodes:
   - role: control-plane
   - role: worker
     labels:
-      carve.dev/e2e: "true"
+      carve.dev/node: "true"
     extraMounts:
       - hostPath: $loop
         containerPath: $loop
@@ -54,10 +54,14 @@ YAML
 kind create cluster --name "$cluster" --config "$work/kind.yaml" --wait 120s
 kind load docker-image "$image" --name "$cluster"
 
-echo "e2e: installing deploy/kubernetes/overlays/kind"
-# The CRDs must be served before the VolumeSnapshotClass can be created.
-k apply -k deploy/kubernetes/overlays/kind || true
-k wait --for condition=established --timeout=60s crd/volumesnapshotclasses.snapshot.storage.k8s.io
+echo "e2e: installing deploy/kubernetes/crds, then deploy/kubernetes/overlays/kind"
+# As docs/install.md: the CRDs first, established before the overlay's
+# VolumeSnapshotClass is created.
+k apply -k deploy/kubernetes/crds
+k wait --for condition=established --timeout=60s \
+    crd/volumesnapshotclasses.snapshot.storage.k8s.io \
+    crd/volumesnapshotcontents.snapshot.storage.k8s.io \
+    crd/volumesnapshots.snapshot.storage.k8s.io
 k apply -k deploy/kubernetes/overlays/kind
 k -n carve-system rollout status ds/carve-node --timeout=180s
 k -n carve-system rollout status deploy/carve-resizer --timeout=180s
@@ -86,7 +90,7 @@ kind: Pod
 metadata: {name: $1}
 spec:
   restartPolicy: Never
-  nodeSelector: {carve.dev/e2e: "true"}
+  nodeSelector: {carve.dev/node: "true"}
   containers:
     - name: c
       image: $image

@@ -22,7 +22,7 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
 VERSIONS = os.environ.get("KUBERNETES_VERSIONS", "1.31 1.32 1.33 1.34 1.35 1.36 1.37").split()
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CRD_FILES = glob.glob(os.path.join(REPO, "deploy/kubernetes/components/*/crd-*.yaml"))
+CRD_FILES = glob.glob(os.path.join(REPO, "deploy/kubernetes/crds/crd-*.yaml"))
 
 
 def strict(schema):
