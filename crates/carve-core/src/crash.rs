@@ -46,3 +46,21 @@ pub fn slow_copy_chunk() {
 #[cfg(not(feature = "crash-points"))]
 #[inline(always)]
 pub fn slow_copy_chunk() {}
+
+/// Test builds only: `CARVE_TEST_BLOCKING_THREADS=<n>` shrinks tokio's
+/// blocking pool, so a test can show no RPC ever waits for a pool thread
+/// while holding one (with the default, a deadlock needs more concurrent
+/// calls than the pool has threads before it shows).
+#[cfg(feature = "crash-points")]
+pub fn blocking_threads(default: usize) -> usize {
+    std::env::var("CARVE_TEST_BLOCKING_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn blocking_threads(default: usize) -> usize {
+    default
+}

@@ -146,6 +146,8 @@ impl RpcError for LvmFailure {
             LvmErrorKind::Locked => Code::Aborted,
             LvmErrorKind::Timeout => Code::DeadlineExceeded,
             LvmErrorKind::Spawn => Code::Unavailable,
+            // Retryable: the disk may come back, and with it the volume.
+            LvmErrorKind::VgAbsent => Code::Unavailable,
             LvmErrorKind::Parse | LvmErrorKind::Other => Code::Internal,
         }
     }
@@ -234,31 +236,6 @@ where
 {
     let task = tokio::spawn(async move {
         let r = f.await;
-        if let Err(e) = &r {
-            log_failure(rpc, e);
-        }
-        r
-    });
-    joined(rpc, task.await)
-}
-
-/// [`detached`] for RPC bodies that make blocking system calls (mount,
-/// umount2, statvfs, stat, reading the mount table): the body runs on tokio's
-/// blocking pool, so one slow mount never stalls the async workers that serve
-/// every other RPC. Its lvm commands still run as async child processes,
-/// driven from that thread.
-pub async fn detached_blocking<T, E>(
-    rpc: &'static str,
-    f: impl std::future::Future<Output = Result<T, E>> + Send + 'static,
-) -> Result<tonic::Response<T>, Status>
-where
-    T: Send + 'static,
-    E: RpcError,
-    Status: From<E>,
-{
-    let runtime = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let r = runtime.block_on(f);
         if let Err(e) = &r {
             log_failure(rpc, e);
         }

@@ -12,16 +12,24 @@ pub struct IdentityService {
     pub driver_name: String,
     pub config: Arc<Config>,
     pub state: Arc<StateCache>,
+    /// What [`IdentityService::ready`] last found absent, to log changes once.
+    pub absent: std::sync::Mutex<Vec<String>>,
 }
 
 impl IdentityService {
-    /// Ready when the background LVM report has succeeded recently and it shows
-    /// every configured VG (and thin pool). Probe is called every few seconds by
-    /// livenessprobe on every node, so it runs no lvm command: it reads what
-    /// the refresher (every `capacity_refresh_seconds`, and after each change)
-    /// last saw. A refresher that stopped answering makes the view stale, and
-    /// a stale view is "not ready" too. The reason for "not ready" is logged,
-    /// since Probe's answer has no room for it.
+    /// Ready when the background LVM report has succeeded recently. Probe is
+    /// called every few seconds by livenessprobe on every node, so it runs no
+    /// lvm command: it reads what the refresher (every
+    /// `capacity_refresh_seconds`, and after each change) last saw. A
+    /// refresher that stopped answering makes the view stale, and a stale
+    /// view is "not ready" too. The reason for "not ready" is logged, since
+    /// Probe's answer has no room for it.
+    ///
+    /// A configured VG or thin pool that is absent does not make carve
+    /// unready: a node without the disk (a control-plane or GPU node the
+    /// DaemonSet also runs on, or a disk not attached yet at boot) would
+    /// otherwise be restarted by livenessprobe for ever. Its class has zero
+    /// capacity instead, and the absence is logged when it changes.
     fn ready(&self) -> Result<(), String> {
         let (last_ok, last_error) = self.state.last_refresh();
         if let Some(e) = last_error {
@@ -38,29 +46,44 @@ impl IdentityService {
             ));
         }
         let view = self.state.get().ok_or("no LVM view yet")?;
-        for c in &self.config.device_classes {
-            if !view.lvm.vgs.contains_key(&c.volume_group) {
-                return Err(format!(
-                    "device class {}: volume group {} not found",
-                    c.name, c.volume_group
-                ));
+        let absent = absent(&self.config, &view.lvm);
+        let mut last = self.absent.lock().expect("absent lock");
+        if *last != absent {
+            if absent.is_empty() {
+                tracing::info!("every configured volume group and thin pool is present");
+            } else {
+                tracing::warn!(absent = %absent.join("; "), "configured storage absent: those classes report zero capacity until it appears");
             }
-            if c.provisioning == Provisioning::Thin {
-                let pool = c.thin_pool.as_deref().unwrap_or_default();
-                if !view
-                    .lvm
-                    .lv(&c.volume_group, pool)
-                    .is_some_and(|l| l.is_thin_pool())
-                {
-                    return Err(format!(
-                        "device class {}: thin pool {}/{} not found",
-                        c.name, c.volume_group, pool
-                    ));
-                }
-            }
+            *last = absent;
         }
         Ok(())
     }
+}
+
+/// The configured VGs and thin pools LVM does not show, as "device class
+/// NAME: volume group VG not found" lines.
+pub(crate) fn absent(config: &Config, lvm: &carve_core::lvm::LvmState) -> Vec<String> {
+    let mut out = vec![];
+    for c in &config.device_classes {
+        if !lvm.vgs.contains_key(&c.volume_group) {
+            out.push(format!(
+                "device class {}: volume group {} not found",
+                c.name, c.volume_group
+            ));
+        } else if c.provisioning == Provisioning::Thin {
+            let pool = c.thin_pool.as_deref().unwrap_or_default();
+            if !lvm
+                .lv(&c.volume_group, pool)
+                .is_some_and(|l| l.is_thin_pool())
+            {
+                out.push(format!(
+                    "device class {}: thin pool {}/{} not found",
+                    c.name, c.volume_group, pool
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// GetPluginInfo's answer: the driver name and carve's version.

@@ -15,6 +15,7 @@ use crate::grpc_compat::{server_builder, AuthorityFix, ConnectionLimit, MAX_CONN
 use crate::identity::IdentityService;
 use crate::node::NodeService;
 use carve_core::config::Config;
+use carve_core::engine::copiers::Copiers;
 use carve_core::engine::inflight::InFlight;
 use carve_core::engine::state::StateCache;
 use carve_core::lvm::{Lvm, LvmRunner};
@@ -124,12 +125,14 @@ pub fn services(opts: &Options, runner: Arc<dyn LvmRunner>) -> Services {
         state: state.clone(),
         inflight: InFlight::default(),
         jobs: Default::default(),
+        copiers: Arc::new(Copiers::new(config.copy_workers)),
     });
     Services {
         identity: IdentityService {
             driver_name: opts.driver_name.clone(),
             config: config.clone(),
             state: state.clone(),
+            absent: Default::default(),
         },
         node: NodeService {
             node_id: opts.node_id.clone(),

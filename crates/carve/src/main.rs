@@ -162,9 +162,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     carve_core::host::ffi::limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        // Node RPCs (mounts, stat) and block copies run on blocking threads,
-        // made only as needed.
-        .max_blocking_threads(32)
+        // Mounts, umounts, stat and statvfs calls of node RPCs run here, each
+        // on its own, on threads made only as needed (block copies have
+        // threads of their own: engine::copiers).
+        .max_blocking_threads(carve_core::crash::blocking_threads(32))
         .enable_all()
         .build()
         .expect("tokio runtime");

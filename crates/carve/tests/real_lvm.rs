@@ -21,6 +21,8 @@ mod clients;
 mod controller;
 #[path = "real_lvm/crash.rs"]
 mod crash;
+#[path = "real_lvm/hardening.rs"]
+mod hardening;
 #[path = "real_lvm/node.rs"]
 mod node;
 #[path = "real_lvm/node_safety.rs"]
@@ -73,6 +75,15 @@ impl Opts {
     fn and_slow_copies(mut self, ms: u64) -> Opts {
         self.env
             .push(("CARVE_TEST_COPY_CHUNK_DELAY_MS".into(), ms.to_string()));
+        self
+    }
+    /// tokio's blocking pool cut to `n` threads.
+    fn blocking_threads(n: usize) -> Opts {
+        Opts::default().and_blocking_threads(n)
+    }
+    fn and_blocking_threads(mut self, n: usize) -> Opts {
+        self.env
+            .push(("CARVE_TEST_BLOCKING_THREADS".into(), n.to_string()));
         self
     }
     fn node(name: &str) -> Opts {

@@ -26,6 +26,9 @@ pub struct Config {
     /// copy before answering Aborted with its progress, when the caller set no
     /// deadline (with one, carve answers shortly before it).
     pub copy_wait_seconds: u64,
+    /// Thick restores and clones copying at once; more wait in line. Each
+    /// copy has a thread of its own, outside the pool that serves RPCs.
+    pub copy_workers: usize,
     pub device_classes: Vec<DeviceClass>,
 }
 
@@ -39,6 +42,8 @@ struct RawConfig {
     lvm_timeout_seconds: u64,
     #[serde(default = "default_copy_wait")]
     copy_wait_seconds: u64,
+    #[serde(default = "default_copy_workers")]
+    copy_workers: usize,
     #[serde(rename = "device_class", default)]
     device_classes: Vec<class::RawDeviceClass>,
 }
@@ -96,6 +101,9 @@ fn default_timeout() -> u64 {
 }
 fn default_copy_wait() -> u64 {
     5
+}
+fn default_copy_workers() -> usize {
+    2
 }
 
 /// A config error names the offending field the way the file spells it.
@@ -176,6 +184,7 @@ impl Config {
             capacity_refresh_seconds: raw.capacity_refresh_seconds,
             lvm_timeout_seconds: raw.lvm_timeout_seconds,
             copy_wait_seconds: raw.copy_wait_seconds,
+            copy_workers: raw.copy_workers,
             device_classes,
         })
     }
@@ -214,6 +223,9 @@ fn check_tuning(raw: &RawConfig) -> Result<(), (&'static str, &'static str)> {
     }
     if raw.lvm_timeout_seconds == 0 {
         return Err(("lvm_timeout_seconds", "must be at least 1"));
+    }
+    if !(1..=64).contains(&raw.copy_workers) {
+        return Err(("copy_workers", "must be between 1 and 64"));
     }
     Ok(())
 }

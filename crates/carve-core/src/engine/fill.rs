@@ -7,9 +7,10 @@
 
 use std::sync::Arc;
 
+use crate::engine::copiers::Copiers;
 use crate::engine::jobs::{Job, Outcome};
 use crate::engine::state::{Change, StateCache};
-use crate::host::copy::{self, CopyError};
+use crate::host::copy::CopyError;
 use crate::lvm::{LvInfo, Lvm, VgGuard};
 use crate::names;
 
@@ -49,6 +50,7 @@ pub async fn mark_complete(vg: &VgGuard<'_>, state: &StateCache, lv: &str) -> Re
 /// Everything a thick fill job needs, owned, so it outlives the RPC.
 pub struct Filler {
     pub lvm: Arc<Lvm>,
+    pub copiers: Arc<Copiers>,
     pub state: Arc<StateCache>,
     pub owner_tag: String,
     pub vg: String,
@@ -78,8 +80,27 @@ impl Filler {
         }
     }
 
+    /// Whether the target still carries the `incomplete` tag in the state
+    /// carve holds now. A finished copy drops the tag (and records that)
+    /// before its job ends, so a job started after another one finished sees
+    /// the volume whole here, whatever view its caller read earlier.
+    fn still_incomplete(&self) -> bool {
+        self.state.get().is_none_or(|v| {
+            v.lvm
+                .lv(&self.vg, &self.target)
+                .is_none_or(|l| l.tag(names::TAG_INCOMPLETE).is_some())
+        })
+    }
+
     async fn fill(&self, job: &Arc<Job>) -> Result<(), FillError> {
         let vg = &self.vg;
+        // The decision to copy is taken again here, against the state as it
+        // is now: a retry that read the volume as incomplete while an earlier
+        // copy was finishing must not copy over a volume already in use.
+        if !self.still_incomplete() {
+            tracing::info!(copy = %job.what, "the volume is already whole: no copy");
+            return Ok(());
+        }
         let temp = names::clone_temp_name(&self.target);
         let read_from = if self.clone {
             let guard = self.lvm.lock_vg(vg).await;
@@ -141,12 +162,7 @@ impl Filler {
             format!("/dev/{vg}/{}", self.target),
         );
         tracing::info!(copy = %job.what, bytes = self.bytes, "block copy started");
-        let (j, bytes) = (job.clone(), self.bytes);
-        let copied = tokio::task::spawn_blocking(move || {
-            copy::copy_blocking(&src, &dst, bytes, &j.what, &j.control)
-        })
-        .await
-        .map_err(|e| format!("block copy task: {e}"))?;
+        let copied = self.copiers.copy(src, dst, self.bytes, job.clone()).await;
         match copied {
             Ok(c) => {
                 tracing::info!(copy = %job.what, bytes = c.bytes, seconds = c.elapsed.as_secs_f64(), mib_per_s = format!("{:.1}", c.mib_per_second()), "block copy finished");
@@ -169,5 +185,78 @@ enum FillError {
 impl From<String> for FillError {
     fn from(e: String) -> Self {
         FillError::Failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::jobs::{Jobs, Started};
+    use crate::lvm::fake::FakeLvm;
+
+    /// Issue 14, finding 5: a retry read the view while the volume was
+    /// incomplete, the first copy finished (tag dropped, job gone from the
+    /// registry), then the retry starts a job. On a019df7 that job copied
+    /// over the finished volume; now it ends at once without a copy.
+    #[tokio::test]
+    async fn a_job_started_after_the_volume_is_whole_copies_nothing() {
+        let fake = FakeLvm::new();
+        let incomplete = names::tag(names::TAG_INCOMPLETE, "1");
+        fake.add_lv(
+            "vgthick",
+            "cv-target",
+            &format!("carve.dev/owner=carve.dev,{incomplete}"),
+        );
+        let config = Arc::new(
+            Config::parse(
+                "[[device_class]]\nname='thick'\nvolume_group='vgthick'\ntype='thick'\n",
+                "t",
+            )
+            .unwrap(),
+        );
+        let lvm = Arc::new(Lvm::new(fake.clone()));
+        let state = StateCache::new(lvm.clone(), config.clone());
+        // The retry's view: incomplete.
+        let stale = state.refresh().await.unwrap();
+        assert!(stale
+            .lvm
+            .lv("vgthick", "cv-target")
+            .unwrap()
+            .tag(names::TAG_INCOMPLETE)
+            .is_some());
+        // The first copy finishes: the tag goes, in LVM and in the state.
+        mark_complete(&lvm.lock_vg("vgthick").await, &state, "cv-target")
+            .await
+            .unwrap();
+        fake.clear();
+        let filler = Filler {
+            lvm,
+            copiers: Arc::new(Copiers::new(1)),
+            state: state.clone(),
+            owner_tag: "carve.dev/owner=carve.dev".into(),
+            vg: "vgthick".into(),
+            target: "cv-target".into(),
+            source: "cs-source".into(),
+            clone: true,
+            bytes: 1 << 20,
+            cow: 1 << 20,
+        };
+        let jobs = Arc::new(Jobs::default());
+        let Started::Running(job) = jobs.start("vgthick/cv-target", "test".into(), 1 << 20, |j| {
+            filler.run(j)
+        }) else {
+            panic!("no job");
+        };
+        assert_eq!(
+            job.wait(std::time::Duration::from_secs(10)).await,
+            Some(Outcome::Done)
+        );
+        assert_eq!(
+            fake.writes(),
+            Vec::<String>::new(),
+            "no snapshot, no tag change"
+        );
+        assert_eq!(job.progress().done, 0, "nothing copied");
     }
 }

@@ -2,6 +2,7 @@
 //! the CSI API that asks for it.
 
 pub mod capacity;
+pub mod copiers;
 pub mod fill;
 pub mod health;
 pub mod inflight;

@@ -30,6 +30,7 @@ fn dm_name(lv: &LvInfo) -> String {
 }
 
 /// The volume's block device: its device number when the LV is active.
+#[derive(Clone, Debug)]
 pub struct Device {
     pub path: String,
     pub number: Option<(u32, u32)>,

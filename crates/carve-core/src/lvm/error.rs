@@ -8,6 +8,9 @@ use crate::host::exec::ExecError;
 pub enum LvmErrorKind {
     /// The VG, LV or PV named does not exist.
     NotFound,
+    /// A volume group carve is configured for is not on the node now (its
+    /// disk not attached yet, say): nothing in it can be judged gone.
+    VgAbsent,
     /// Not enough free extents (or PVs) for the allocation.
     NoSpace,
     /// The object to be created exists already.

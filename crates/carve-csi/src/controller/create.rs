@@ -98,7 +98,9 @@ impl RpcError for CreateVolumeError {
             E::SmallerThanSource { .. } => Code::OutOfRange,
             E::Busy(e) => e.code(),
             E::NotReady(e) => e.code(),
-            E::ClassUnusable { .. } => Code::FailedPrecondition,
+            // Its VG or pool is absent on this node: another node may have
+            // it, and the provisioner hands the claim back to the scheduler.
+            E::ClassUnusable { .. } => Code::ResourceExhausted,
             E::NotComputed(_) => Code::Unavailable,
             E::NoRoom { .. } => Code::ResourceExhausted,
             E::Conflict { .. } => Code::AlreadyExists,
@@ -215,7 +217,7 @@ impl ControllerService {
                     // A volume half made from a source that is gone now can
                     // never be finished: it goes, and the error is final.
                     if matches!(e, SourceError::Gone { .. }) {
-                        self.drop_unfinished(&req.name, &lv_name).await?;
+                        self.drop_unfinished(&req, &lv_name).await?;
                     }
                     return Err(e.into());
                 }
@@ -400,8 +402,12 @@ impl ControllerService {
     }
 
     /// Removes the unfinished volume of a create whose source has gone (it can
-    /// never be completed, and the CO never learnt its ID to delete it).
-    async fn drop_unfinished(&self, name: &str, lv_name: &str) -> Result<()> {
+    /// never be completed, and the CO never learnt its ID to delete it) — but
+    /// only when it was made from that same source: a request that reuses the
+    /// name with another (or a garbage) source is AlreadyExists, and the
+    /// volume being made is not touched.
+    async fn drop_unfinished(&self, req: &csi::CreateVolumeRequest, lv_name: &str) -> Result<()> {
+        let name = req.name.as_str();
         let Some(view) = self.state.get() else {
             return Ok(());
         };
@@ -409,7 +415,6 @@ impl ControllerService {
             .volumes(&view.lvm)
             .find(|l| {
                 l.name == lv_name
-                    && l.tag(names::TAG_INCOMPLETE).is_some()
                     && l.tag(names::TAG_NAME)
                         .map(names::decode_tag_value)
                         .as_deref()
@@ -419,6 +424,15 @@ impl ControllerService {
         else {
             return Ok(());
         };
+        if let Some(why) = source_conflict(&lv, req) {
+            return Err(CreateVolumeError::Conflict {
+                name: name.to_string(),
+                why,
+            });
+        }
+        if lv.tag(names::TAG_INCOMPLETE).is_none() {
+            return Ok(());
+        }
         let _busy = self.guard(&format!("volume {name:?}"), lv_name)?;
         tracing::warn!(lv = %format!("{}/{}", lv.vg, lv.name), "the source of this unfinished volume is gone; removing it");
         Ok(self.remove_volume_lv(&lv).await?)
@@ -485,6 +499,12 @@ fn conflict(
             lv.size
         ));
     }
+    source_conflict(lv, req)
+}
+
+/// Why `lv` cannot be the volume `req` asks for as far as its content source
+/// goes: it was made from another source (or none).
+fn source_conflict(lv: &LvInfo, req: &csi::CreateVolumeRequest) -> Option<String> {
     use csi::volume_content_source::Type;
     let wanted = req
         .volume_content_source

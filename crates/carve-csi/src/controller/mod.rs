@@ -25,10 +25,11 @@ use crate::csi::{self, controller_server::Controller};
 use crate::error::{detached, logged, Busy, LookupError, LvmFailure, Missing, NotReady, RpcError};
 use crate::params::{Params, VolumeContext};
 use carve_core::config::{Config, DeviceClass, Provisioning};
+use carve_core::engine::copiers::Copiers;
 use carve_core::engine::inflight::{Guard, InFlight};
 use carve_core::engine::jobs::Jobs;
 use carve_core::engine::state::{StateCache, View};
-use carve_core::lvm::{LvInfo, Lvm, LvmErrorKind, LvmState};
+use carve_core::lvm::{LvInfo, Lvm, LvmError, LvmErrorKind, LvmState};
 use carve_core::names::{self, LvKind, NodeRef, VolumeId};
 
 pub use expand::ExpandVolumeError;
@@ -47,6 +48,8 @@ pub struct ControllerService {
     pub state: Arc<StateCache>,
     pub inflight: InFlight,
     pub jobs: Arc<Jobs>,
+    /// The threads thick copies run on (`copy_workers` of them).
+    pub copiers: Arc<Copiers>,
 }
 
 /// What an ID names, as far as this node can tell.
@@ -240,7 +243,23 @@ impl ControllerService {
                     }
                 }
             }
+            let absent = |detail: String| {
+                // A configured VG that is absent (its disk not attached yet)
+                // says nothing about the LV: answering "gone" would let the
+                // CO forget a volume that comes back with the disk.
+                LvmFailure::ctx(format!(
+                    "volume group {} is configured but not on this node now",
+                    id.vg
+                ))(LvmError {
+                    kind: LvmErrorKind::VgAbsent,
+                    command: format!("lvm fullreport {}", id.vg),
+                    detail,
+                })
+            };
             match self.state.refresh_vg(&id.vg).await {
+                Ok(v) if !v.lvm.vgs.contains_key(&id.vg) && id.node.is(&self.node_id) => {
+                    return Err(absent("not in LVM's report".into()))
+                }
                 Ok(v) => {
                     if let Some(lv) = self.find(&v.lvm, &id.vg, &id.lv, kind) {
                         return Ok(Located::Here(Box::new(lv.clone())));
@@ -248,6 +267,9 @@ impl ControllerService {
                     if v.lvm.lv(&id.vg, &id.lv).is_some() {
                         tracing::warn!(lv = %format!("{}/{}", id.vg, id.lv), "an LV of that name exists but lacks carve's owner tag: treated as absent and left untouched");
                     }
+                }
+                Err(e) if e.kind == LvmErrorKind::NotFound && id.node.is(&self.node_id) => {
+                    return Err(absent(e.detail))
                 }
                 Err(e) if e.kind == LvmErrorKind::NotFound => {}
                 Err(e) => return Err(LvmFailure::ctx("reading LVM state")(e)),

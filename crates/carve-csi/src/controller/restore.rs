@@ -253,6 +253,7 @@ impl ControllerService {
     pub(crate) fn start_fill(&self, class: &DeviceClass, lv: &LvInfo, source: &Source) -> Started {
         let filler = Filler {
             lvm: self.lvm.clone(),
+            copiers: self.copiers.clone(),
             state: self.state.clone(),
             owner_tag: self.owner_tag(),
             vg: lv.vg.clone(),

@@ -9,8 +9,10 @@
 //! an empty directory or a path it creates, and unmounts, removes, measures or
 //! grows a path only when the kernel shows that volume there
 //! (carve_core::host::paths). Idempotency is judged from the kernel's mount
-//! table, never from memory. Every body runs on the blocking pool: mounts and
-//! stat calls never stall the async workers.
+//! table, never from memory. Bodies are async; each mount, umount, stat and
+//! read of the mount table goes to the blocking pool on its own
+//! (carve_core::host::offload), so slow mounts never stall the async workers
+//! and concurrent RPCs never wait on each other for a pool thread.
 
 pub mod errors;
 mod publish;
@@ -22,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carve_core::engine::inflight::Guard;
-use carve_core::host::fs;
 use carve_core::host::mountinfo::Mount;
 use carve_core::host::paths::{self, Device, Spot};
+use carve_core::host::{fs, offload};
 use carve_core::lvm::LvInfo;
 use carve_core::names;
 use tonic::{Request, Response, Status};
@@ -33,7 +35,7 @@ use crate::capability;
 use crate::controller::{ControllerService, TOPOLOGY_KEY};
 use crate::csi::volume_capability::{access_mode::Mode, AccessType};
 use crate::csi::{self, node_server::Node};
-use crate::error::{detached_blocking, Busy, LookupError, LvmFailure, ToolFailure};
+use crate::error::{detached, Busy, LookupError, LvmFailure, ToolFailure};
 use errors::{BadRequest, MountTable, NotAt, Occupied, PathFailure, Unfinished, UnmountError};
 
 #[derive(Clone)]
@@ -44,8 +46,8 @@ pub struct NodeService {
     pub timeout: Duration,
 }
 
-fn mounts() -> Result<Vec<Mount>, MountTable> {
-    paths::mounts().map_err(MountTable)
+async fn mounts() -> Result<Vec<Mount>, MountTable> {
+    offload(paths::mounts).await.map_err(MountTable)
 }
 
 fn path_failure(what: String) -> impl FnOnce(std::io::Error) -> PathFailure {
@@ -97,7 +99,15 @@ const MOUNT_ONLY_EMPTY: &str = "carve mounts only onto an empty directory or a p
 
 /// Refuses to mount onto anything but an empty directory (or file, for a
 /// raw block target) or a path carve creates; returns whether carve created it.
-fn prepare_mount_point<E>(path: &Path, dir: bool) -> Result<bool, E>
+async fn prepare_mount_point<E>(path: &Path, dir: bool) -> Result<bool, E>
+where
+    E: From<Occupied> + From<PathFailure> + Send + 'static,
+{
+    let path = path.to_path_buf();
+    offload(move || mount_point_at::<E>(&path, dir)).await
+}
+
+fn mount_point_at<E>(path: &Path, dir: bool) -> Result<bool, E>
 where
     E: From<Occupied> + From<PathFailure>,
 {
@@ -185,7 +195,8 @@ impl NodeService {
     /// Makes sure the LV's device node exists, activating the LV if needed.
     /// The device node, not a possibly cached lv_attr, is the test.
     async fn ensure_active(&self, lv: &LvInfo) -> Result<(), LvmFailure> {
-        if Path::new(&paths::device_path(lv)).exists() {
+        let device = paths::device_path(lv);
+        if offload(move || Path::new(&device).exists()).await {
             return Ok(());
         }
         tracing::info!(lv = %format!("{}/{}", lv.vg, lv.name), "activating LV");
@@ -203,13 +214,17 @@ impl NodeService {
     /// Unmounts every mount of this volume stacked at `path` (a retried publish
     /// by an older kubelet can stack them); a mount that is not the volume's
     /// stops it. Returns whether the path is free of mounts afterwards.
-    fn unmount_ours(&self, path: &Path, dev: &Device) -> Result<bool, UnmountError> {
+    async fn unmount_ours(&self, path: &Path, dev: &Device) -> Result<bool, UnmountError> {
         for _ in 0..8 {
-            match paths::holds_volume(&mounts()?, path, dev) {
+            match paths::holds_volume(&mounts().await?, path, dev) {
                 None => return Ok(true),
                 Some(false) => return Ok(false),
-                Some(true) => carve_core::host::mount::umount(path)
-                    .map_err(ToolFailure::ctx(format!("unmounting {}", path.display())))?,
+                Some(true) => {
+                    let p = path.to_path_buf();
+                    offload(move || carve_core::host::mount::umount(&p))
+                        .await
+                        .map_err(ToolFailure::ctx(format!("unmounting {}", path.display())))?
+                }
             }
         }
         Err(UnmountError::StillMounted(path.to_path_buf()))
@@ -232,7 +247,7 @@ impl Node for NodeService {
         r: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
         let me = self.clone();
-        detached_blocking(
+        detached(
             "NodeStageVolume",
             async move { me.stage(r.into_inner()).await },
         )
@@ -244,7 +259,7 @@ impl Node for NodeService {
         r: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
         let me = self.clone();
-        detached_blocking("NodeUnstageVolume", async move {
+        detached("NodeUnstageVolume", async move {
             me.unstage(r.into_inner()).await
         })
         .await
@@ -255,7 +270,7 @@ impl Node for NodeService {
         r: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
         let me = self.clone();
-        detached_blocking("NodePublishVolume", async move {
+        detached("NodePublishVolume", async move {
             me.publish(r.into_inner()).await
         })
         .await
@@ -266,7 +281,7 @@ impl Node for NodeService {
         r: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
         let me = self.clone();
-        detached_blocking("NodeUnpublishVolume", async move {
+        detached("NodeUnpublishVolume", async move {
             me.unpublish(r.into_inner()).await
         })
         .await
@@ -277,7 +292,7 @@ impl Node for NodeService {
         r: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
         let me = self.clone();
-        detached_blocking("NodeGetVolumeStats", async move {
+        detached("NodeGetVolumeStats", async move {
             me.stats(r.into_inner()).await
         })
         .await
@@ -288,7 +303,7 @@ impl Node for NodeService {
         r: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
         let me = self.clone();
-        detached_blocking("NodeExpandVolume", async move {
+        detached("NodeExpandVolume", async move {
             me.expand(r.into_inner()).await
         })
         .await
@@ -359,7 +374,7 @@ mod tests {
     #[test]
     fn mount_points_must_be_empty_or_new() {
         use errors::PublishError;
-        let prepare = |p: &Path, dir| prepare_mount_point::<PublishError>(p, dir);
+        let prepare = |p: &Path, dir| mount_point_at::<PublishError>(p, dir);
         let dir = tempfile::tempdir().unwrap();
         let new = dir.path().join("a/b/target");
         assert!(prepare(&new, true).unwrap(), "created");

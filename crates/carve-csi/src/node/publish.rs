@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use carve_core::host::mountinfo;
 use carve_core::host::paths::{self, Device};
+use carve_core::host::{mountinfo, offload};
 
 use super::errors::{PublishError, UnpublishError};
 use super::{
@@ -38,7 +38,7 @@ impl NodeService {
             self.ensure_active(&lv).await?;
         }
         let dev = Device::of(&lv);
-        let all = mounts()?;
+        let all = mounts().await?;
         let staged = if block {
             None
         } else {
@@ -52,7 +52,10 @@ impl NodeService {
         if let Some(existing) = mountinfo::at(&all, target) {
             let same = match &staged {
                 Some(s) => (existing.major, existing.minor) == (s.major, s.minor),
-                None => dev.is_node_at(target),
+                None => {
+                    let (d, t) = (dev.clone(), target.to_path_buf());
+                    offload(move || d.is_node_at(&t)).await
+                }
             };
             let ro = existing.read_only();
             if same && ro == read_only {
@@ -80,16 +83,21 @@ impl NodeService {
                 });
             }
         }
-        let created: bool = prepare_mount_point::<PublishError>(target, !block)?;
+        let created: bool = prepare_mount_point::<PublishError>(target, !block).await?;
         let source = if block {
             dev.path.clone()
         } else {
             req.staging_target_path.clone()
         };
-        let result = bind(&source, target, read_only);
-        if result.is_err() && created {
-            let _ = paths::remove_if_empty(target);
-        }
+        let t = target.to_path_buf();
+        let result = offload(move || {
+            let result = bind(&source, &t, read_only);
+            if result.is_err() && created {
+                let _ = paths::remove_if_empty(&t);
+            }
+            result
+        })
+        .await;
         result?;
         Ok(csi::NodePublishVolumeResponse {})
     }
@@ -101,7 +109,7 @@ impl NodeService {
         required("volume_id", &req.volume_id)?;
         check_path("target_path", &req.target_path)?;
         let target = Path::new(&req.target_path);
-        let mounted = mountinfo::at(&mounts()?, target).is_some();
+        let mounted = mountinfo::at(&mounts().await?, target).is_some();
         let lv = match self.volume(&req.volume_id).await {
             Ok(lv) => Some(lv),
             // No such volume and nothing mounted: only a leftover path may go.
@@ -115,14 +123,16 @@ impl NodeService {
         if let Some(lv) = &lv {
             let _busy = self.guard(lv)?;
             let dev = Device::of(lv);
-            if mounted && !self.unmount_ours(target, &dev)? {
+            if mounted && !self.unmount_ours(target, &dev).await? {
                 return Err(self
                     .not_at(&req.volume_id, target, "something else is mounted there")
                     .into());
             }
         }
         // Only what carve made is removed: an empty directory or file.
-        let removed = paths::remove_if_empty(target)
+        let t = target.to_path_buf();
+        let removed = offload(move || paths::remove_if_empty(&t))
+            .await
             .map_err(path_failure(format!("removing {}", target.display())))?;
         if !removed {
             return Err(self

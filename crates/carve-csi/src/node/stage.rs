@@ -7,6 +7,7 @@ use std::path::Path;
 
 use carve_core::host::fs::{self, FsType, Signature};
 use carve_core::host::mountinfo;
+use carve_core::host::offload;
 use carve_core::host::paths::{self, Device};
 use carve_core::lvm::LvInfo;
 use carve_core::names;
@@ -66,7 +67,7 @@ impl NodeService {
             });
         }
         let staging = Path::new(&req.staging_target_path);
-        if let Some(existing) = mountinfo::at(&mounts()?, staging) {
+        if let Some(existing) = mountinfo::at(&mounts().await?, staging) {
             if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
                 return Ok(csi::NodeStageVolumeResponse {});
             }
@@ -80,12 +81,13 @@ impl NodeService {
                 fs: fs_type.to_string(),
             });
         }
-        let created: bool = prepare_mount_point::<StageError>(staging, true)?;
+        let created: bool = prepare_mount_point::<StageError>(staging, true).await?;
         let result = self
             .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
             .await;
         if result.is_err() && created {
-            let _ = paths::remove_if_empty(staging);
+            let p = staging.to_path_buf();
+            let _ = offload(move || paths::remove_if_empty(&p)).await;
         }
         result.map(|()| csi::NodeStageVolumeResponse {})
     }
@@ -126,10 +128,14 @@ impl NodeService {
         }
         let mut opts = fs::default_mount_options(fs_type);
         opts.extend(m.mount_flags.iter().cloned());
-        carve_core::host::mount::mount_fs(device, staging, fs_type.as_str(), &opts).map_err(
-            ToolFailure::ctx(format!("mounting {device} on {}", staging.display())),
-        )?;
-        match mountinfo::at(&mounts()?, staging) {
+        let (d, p) = (device.clone(), staging.to_path_buf());
+        offload(move || carve_core::host::mount::mount_fs(&d, &p, fs_type.as_str(), &opts))
+            .await
+            .map_err(ToolFailure::ctx(format!(
+                "mounting {device} on {}",
+                staging.display()
+            )))?;
+        match mountinfo::at(&mounts().await?, staging) {
             Some(m) if dev.is_mounted_by(&m) => Ok(()),
             _ => Err(StageError::NotMounted {
                 device: device.clone(),
@@ -145,7 +151,7 @@ impl NodeService {
         required("volume_id", &req.volume_id)?;
         check_path("staging_target_path", &req.staging_target_path)?;
         let staging = Path::new(&req.staging_target_path);
-        let mounted = mountinfo::at(&mounts()?, staging);
+        let mounted = mountinfo::at(&mounts().await?, staging);
         let lv = match self.volume(&req.volume_id).await {
             Ok(lv) => lv,
             // Nothing staged and no such volume: unstaged already.
@@ -158,7 +164,7 @@ impl NodeService {
         };
         let _busy = self.guard(&lv)?;
         let dev = Device::of(&lv);
-        if mounted.is_some() && !self.unmount_ours(staging, &dev)? {
+        if mounted.is_some() && !self.unmount_ours(staging, &dev).await? {
             return Err(self
                 .not_at(
                     &req.volume_id,

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use carve_core::host::fs;
 use carve_core::host::mountinfo;
 use carve_core::host::paths::{self, Device};
+use carve_core::host::{fs, offload};
 
 use super::errors::{NodeExpandError, StatsError};
 use super::{check_cap, mounts, path_failure, required, NodeService};
@@ -26,21 +26,28 @@ impl NodeService {
         let dev = Device::of(&lv);
         let condition = self.controller.condition(&lv, &view.lvm);
         use csi::volume_usage::Unit;
-        let block_node = std::fs::metadata(path).is_ok_and(|m| {
-            use std::os::unix::fs::FileTypeExt;
-            m.file_type().is_block_device()
-        });
+        let (p, d) = (path.to_path_buf(), dev.clone());
+        let (block_node, node_here) = offload(move || {
+            let block = std::fs::metadata(&p).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_block_device()
+            });
+            (block, block && d.is_node_at(&p))
+        })
+        .await;
         // A raw block target is the LV's node; an inactive LV has no device
         // number to compare, and then its abnormal condition is what is reported.
-        let usage = if block_node && (dev.is_node_at(path) || dev.number.is_none()) {
+        let usage = if block_node && (node_here || dev.number.is_none()) {
             vec![csi::VolumeUsage {
                 available: 0,
                 total: lv.size as i64,
                 used: 0,
                 unit: Unit::Bytes as i32,
             }]
-        } else if paths::holds_volume(&mounts()?, path, &dev) == Some(true) {
-            let u = paths::fs_usage(path)
+        } else if paths::holds_volume(&mounts().await?, path, &dev) == Some(true) {
+            let p = path.to_path_buf();
+            let u = offload(move || paths::fs_usage(&p))
+                .await
                 .map_err(path_failure(format!("statvfs {}", path.display())))?;
             vec![
                 csi::VolumeUsage {
@@ -79,8 +86,9 @@ impl NodeService {
         let lv = self.volume(&req.volume_id).await?;
         let path = Path::new(&req.volume_path);
         let dev = Device::of(&lv);
-        let mount = mountinfo::at(&mounts()?, path).filter(|m| dev.is_mounted_by(m));
-        if mount.is_none() && !dev.is_node_at(path) {
+        let mount = mountinfo::at(&mounts().await?, path).filter(|m| dev.is_mounted_by(m));
+        let (d, p) = (dev.clone(), path.to_path_buf());
+        if mount.is_none() && !offload(move || d.is_node_at(&p)).await {
             return Err(self
                 .not_at(&req.volume_id, path, "it is not published there")
                 .into());

@@ -26,26 +26,6 @@ async fn identity_reports_name_capabilities_and_readiness() {
 }
 
 #[tokio::test]
-async fn probe_is_not_ready_when_a_vg_is_missing() {
-    let cfg =
-        config_file("[[device_class]]\nname='gone'\nvolume_group='no-such-vg'\ntype='thick'\n");
-    let carve = Carve::start(cfg.path()).await;
-    let probe = carve
-        .identity()
-        .await
-        .probe(csi::ProbeRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(probe.ready, Some(false));
-    assert!(
-        carve.log_text().contains("no-such-vg"),
-        "the log says why: {}",
-        carve.log_text()
-    );
-}
-
-#[tokio::test]
 async fn bad_config_refuses_to_start_naming_the_field() {
     let cfg = config_file(
         "[[device_class]]\nname='x'\nvolume_group='carve-raid'\ntype='thick'\nraid='raid9'\n",

@@ -317,3 +317,45 @@ async fn refresh_installed_before_the_creates_own_update() {
 async fn refresh_taken_before_lvcreate_installed_after_it() {
     create_racing_a_refresh(false).await;
 }
+
+/// Issue 14, finding 8: a CreateVolume that reuses the name of a volume being
+/// made from a snapshot, with another (here: nonexistent) source, is
+/// AlreadyExists and leaves that volume alone. On a019df7 the source
+/// resolved to "gone" and the volume in progress was removed.
+#[tokio::test]
+async fn same_name_another_source_is_already_exists_and_removes_nothing() {
+    use carve_core::names;
+    let (c, runner) = setup().await;
+    let lv = names::lv_name("restoring");
+    let tags = [
+        names::tag(names::TAG_OWNER, "carve.dev"),
+        names::tag(names::TAG_NAME, "restoring"),
+        names::tag(names::TAG_INCOMPLETE, "1"),
+        names::tag(
+            names::TAG_SOURCE,
+            "v1:node-a:vgthick/cs-real-0000000000000000",
+        ),
+    ]
+    .join(",");
+    runner.add_lv("vgthick", &lv, &tags);
+    c.state.refresh().await.unwrap();
+    runner.clear();
+    let mut req = create_req("restoring", MI, 0);
+    req.volume_content_source = Some(csi::VolumeContentSource {
+        r#type: Some(csi::volume_content_source::Type::Snapshot(
+            csi::volume_content_source::SnapshotSource {
+                snapshot_id: "v1:node-a:vgthick/cs-garbage-0000000000000000".into(),
+            },
+        )),
+    });
+    assert_eq!(create_code(&c, req).await, Code::AlreadyExists);
+    assert!(
+        runner.has_lv("vgthick", &lv),
+        "the volume in progress is kept"
+    );
+    assert!(
+        !runner.writes().iter().any(|w| w.contains("lvremove")),
+        "{:?}",
+        runner.writes()
+    );
+}

@@ -1,0 +1,197 @@
+//! Issue 14's findings that need real LVM, mkfs and mounts: a dense node
+//! does not stall, and data is never put at risk by a retry.
+
+use super::node::{paths, stage, unstage};
+use super::*;
+
+/// 64 NodeStage calls at once (a node rebooting with 64 pods), with a
+/// blocking pool of 2 threads. Each stage used to hold a pool thread for its
+/// whole run and ask for a second one to probe the device: on a019df7 (its
+/// pool cut to 2) the calls never finished. Now every stage finishes.
+#[tokio::test]
+async fn sixty_four_concurrent_stages_finish() {
+    const N: usize = 64;
+    let carve = Carve::start_with(&testbed_config(), Opts::blocking_threads(2)).await;
+    let mut c = carve.controller().await;
+    let mut ids = vec![];
+    for i in 0..N {
+        let v = create_ok(
+            &mut c,
+            create_req(&format!("dense-{i}"), Some("thin"), 16 * MI),
+        )
+        .await;
+        ids.push(v.volume_id);
+    }
+    let cap = mount_cap();
+    let mut calls = tokio::task::JoinSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (id, cap) = (id.clone(), cap.clone());
+        let mut n = carve_csi::csi::node_client::NodeClient::new(carve.channel().await);
+        calls.spawn(async move {
+            let p = paths(&format!("dense-{i}"));
+            stage(&mut n, &id, &p, &cap).await.map(|_| i)
+        });
+    }
+    // A deadlock shows as this bound running out, not as a hung suite.
+    let all = tokio::time::timeout(Duration::from_secs(300), async {
+        let mut done = 0;
+        while let Some(r) = calls.join_next().await {
+            r.unwrap().unwrap_or_else(|e| panic!("NodeStage: {e}"));
+            done += 1;
+        }
+        done
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "64 concurrent NodeStage calls did not finish:\n{}",
+            carve.log_text()
+        )
+    });
+    assert_eq!(all, N);
+    let mut n = carve_csi::csi::node_client::NodeClient::new(carve.channel().await);
+    for (i, id) in ids.iter().enumerate() {
+        unstage(&mut n, id, &paths(&format!("dense-{i}"))).await;
+        delete(&mut c, id.clone()).await;
+    }
+    foreign_intact();
+}
+
+/// Thick copies run on their own workers (`copy_workers`, 1 here), the rest
+/// wait in line, and node RPCs answer while copies run: three slow restores
+/// at once, a stage, publish, unpublish and unstage of another volume
+/// meanwhile (the pool of 2 blocking threads would have been taken by the
+/// copies on a019df7).
+#[tokio::test]
+async fn node_rpcs_answer_while_copies_run_and_copies_queue() {
+    use super::node::{mount_cap_fs, publish, unpublish};
+    let cfg = std::fs::read_to_string(testbed_config()).unwrap();
+    let cfg = config_file(&format!("copy_workers = 1\n{cfg}"));
+    let opts = Opts::slow_copies(1000).and_blocking_threads(2);
+    let carve = Carve::start_with(cfg.path(), opts).await;
+    let mut c = carve.controller().await;
+    let src = create_ok(&mut c, create_req("queue-src", Some("thick"), 32 * MI)).await;
+    let snap = snapshot_ok(&mut c, "queue-snap", &src.volume_id).await;
+    let mut restores = vec![];
+    for i in 0..3 {
+        let mut req = create_req(&format!("queue-r{i}"), Some("thick"), 32 * MI);
+        req.volume_content_source = Some(super::crash::content(Some(&snap.snapshot_id), None));
+        let e = c.create_volume(req.clone()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Aborted, "{}", e.message());
+        restores.push(req);
+    }
+    // Meanwhile, another volume is staged, published, unpublished, unstaged.
+    let other = create_ok(&mut c, create_req("queue-other", Some("thick"), 16 * MI)).await;
+    let mut n = carve_csi::csi::node_client::NodeClient::new(carve.channel().await);
+    let p = paths("queue-other");
+    let cap = mount_cap_fs("ext4", &[]);
+    tokio::time::timeout(Duration::from_secs(120), async {
+        stage(&mut n, &other.volume_id, &p, &cap).await.unwrap();
+        publish(&mut n, &other.volume_id, &p, &cap, false)
+            .await
+            .unwrap();
+        unpublish(&mut n, &other.volume_id, &p).await;
+        unstage(&mut n, &other.volume_id, &p).await;
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node RPCs stalled behind copies:\n{}", carve.log_text()));
+    let log = carve.log_text();
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("block copy started"))
+            .count()
+            >= 1
+            && log.contains("block copy queued"),
+        "one copy runs, the others wait in line:\n{log}"
+    );
+    for req in &restores {
+        let v = super::crash::create_until_done(&mut c, req).await;
+        delete(&mut c, v.volume_id).await;
+    }
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
+    for id in [other.volume_id, src.volume_id] {
+        delete(&mut c, id).await;
+    }
+    foreign_intact();
+}
+
+/// A configured VG that is absent (a node without the disk, or a disk not
+/// attached yet): Probe stays ready (on a019df7 it was not ready, and
+/// livenessprobe restarted carve for ever), the class has zero capacity,
+/// CreateVolume is ResourceExhausted naming the VG, DeleteVolume and
+/// DeleteSnapshot of its volumes are Unavailable (on a019df7: OK, and the
+/// LV leaked when the disk came back), and the class works once the VG
+/// appears, without a restart.
+#[tokio::test]
+async fn an_absent_vg_is_zero_capacity_and_appears_without_restart() {
+    let base = std::fs::read_to_string(testbed_config()).unwrap();
+    let cfg = config_file(&format!(
+        "{base}\n[[device_class]]\nname = 'late'\nvolume_group = 'carve-late'\ntype = 'thick'\n"
+    ));
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    let probe = carve
+        .identity()
+        .await
+        .probe(csi::ProbeRequest {})
+        .await
+        .unwrap();
+    assert_eq!(probe.into_inner().ready, Some(true));
+    assert!(
+        carve.log_text().contains("carve-late"),
+        "the log names the absent VG"
+    );
+    assert_eq!(capacity(&mut c, "late").await.available_capacity, 0);
+    let e = c
+        .create_volume(create_req("late-1", Some("late"), 16 * MI))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("carve-late"), "{}", e.message());
+    let e = c
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: id_here("carve-late", "cv-late-0-0000000000000000"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    let e = c
+        .delete_snapshot(csi::DeleteSnapshotRequest {
+            snapshot_id: id_here("carve-late", "cs-late-0-0000000000000000"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+
+    // The disk arrives.
+    let img = "/tmp/carve-late.img";
+    let run = |prog: &str, args: &[&str]| {
+        let out = Command::new(prog).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{prog} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    run("truncate", &["-s", "256M", img]);
+    let loopdev = run("losetup", &["-f", "--show", img]);
+    lvm(&["vgcreate", "-q", "carve-late", &loopdev]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while capacity(&mut c, "late").await.available_capacity == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "capacity never appeared:\n{}",
+            carve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let v = create_ok(&mut c, create_req("late-1", Some("late"), 16 * MI)).await;
+    delete(&mut c, v.volume_id).await;
+    lvm(&["vgremove", "-q", "-f", "carve-late"]);
+    run("losetup", &["-d", &loopdev]);
+    std::fs::remove_file(img).unwrap();
+    foreign_intact();
+}
