@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::csi::{self, identity_server::Identity};
-use carve_core::config::{Config, Provisioning};
+use carve_core::config::Config;
 use carve_core::engine::state::StateCache;
 
 pub struct IdentityService {
@@ -46,7 +46,7 @@ impl IdentityService {
             ));
         }
         let view = self.state.get().ok_or("no LVM view yet")?;
-        let absent = absent(&self.config, &view.lvm);
+        let absent = absent(&view);
         let mut last = self.absent.lock().expect("absent lock");
         if *last != absent {
             if absent.is_empty() {
@@ -60,30 +60,18 @@ impl IdentityService {
     }
 }
 
-/// The configured VGs and thin pools LVM does not show, as "device class
-/// NAME: volume group VG not found" lines.
-pub(crate) fn absent(config: &Config, lvm: &carve_core::lvm::LvmState) -> Vec<String> {
-    let mut out = vec![];
-    for c in &config.device_classes {
-        if !lvm.vgs.contains_key(&c.volume_group) {
-            out.push(format!(
-                "device class {}: volume group {} not found",
-                c.name, c.volume_group
-            ));
-        } else if c.provisioning == Provisioning::Thin {
-            let pool = c.thin_pool.as_deref().unwrap_or_default();
-            if !lvm
-                .lv(&c.volume_group, pool)
-                .is_some_and(|l| l.is_thin_pool())
-            {
-                out.push(format!(
-                    "device class {}: thin pool {}/{} not found",
-                    c.name, c.volume_group, pool
-                ));
-            }
-        }
-    }
-    out
+/// The configured VGs and thin pools LVM does not show, one line per class:
+/// the classes whose capacity the view could not compute (capacity::compute
+/// fails only for an absent VG or pool).
+fn absent(view: &carve_core::engine::state::View) -> Vec<String> {
+    view.capacity
+        .iter()
+        .filter_map(|(class, c)| {
+            c.as_ref()
+                .err()
+                .map(|e| format!("device class {class}: {e}"))
+        })
+        .collect()
 }
 
 /// GetPluginInfo's answer: the driver name and carve's version.
