@@ -50,6 +50,18 @@ async fn mounts() -> Result<Vec<Mount>, MountTable> {
     offload(paths::mounts).await.map_err(MountTable)
 }
 
+/// [`Device::is_node_at`] (a stat) on the blocking pool.
+async fn node_at(dev: &Device, path: &Path) -> bool {
+    let (dev, path) = (dev.clone(), path.to_path_buf());
+    offload(move || dev.is_node_at(&path)).await
+}
+
+/// [`paths::remove_if_empty`] on the blocking pool.
+async fn remove_if_empty(path: &Path) -> std::io::Result<bool> {
+    let path = path.to_path_buf();
+    offload(move || paths::remove_if_empty(&path)).await
+}
+
 fn path_failure(what: String) -> impl FnOnce(std::io::Error) -> PathFailure {
     move |source| PathFailure { what, source }
 }

@@ -11,8 +11,8 @@ use carve_core::host::{mountinfo, offload};
 
 use super::errors::{PublishError, UnpublishError};
 use super::{
-    check_cap, check_path, is_block, mounts, one_target_only, path_failure, prepare_mount_point,
-    required, NodeService,
+    check_cap, check_path, is_block, mounts, node_at, one_target_only, path_failure,
+    prepare_mount_point, remove_if_empty, required, NodeService,
 };
 use crate::csi::{self, volume_capability::access_mode::Mode};
 use crate::error::{LookupError, Missing, ToolFailure};
@@ -52,10 +52,7 @@ impl NodeService {
         if let Some(existing) = mountinfo::at(&all, target) {
             let same = match &staged {
                 Some(s) => (existing.major, existing.minor) == (s.major, s.minor),
-                None => {
-                    let (d, t) = (dev.clone(), target.to_path_buf());
-                    offload(move || d.is_node_at(&t)).await
-                }
+                None => node_at(&dev, target).await,
             };
             let ro = existing.read_only();
             if same && ro == read_only {
@@ -130,8 +127,7 @@ impl NodeService {
             }
         }
         // Only what carve made is removed: an empty directory or file.
-        let t = target.to_path_buf();
-        let removed = offload(move || paths::remove_if_empty(&t))
+        let removed = remove_if_empty(target)
             .await
             .map_err(path_failure(format!("removing {}", target.display())))?;
         if !removed {

@@ -8,12 +8,14 @@ use std::path::Path;
 use carve_core::host::fs::{self, FsType, Signature};
 use carve_core::host::mountinfo;
 use carve_core::host::offload;
-use carve_core::host::paths::{self, Device};
+use carve_core::host::paths::Device;
 use carve_core::lvm::LvInfo;
 use carve_core::names;
 
 use super::errors::{BadRequest, StageError, UnstageError};
-use super::{check_cap, check_path, mounts, prepare_mount_point, required, NodeService};
+use super::{
+    check_cap, check_path, mounts, prepare_mount_point, remove_if_empty, required, NodeService,
+};
 use crate::csi::{self, volume_capability::AccessType};
 use crate::error::{LookupError, Missing, ToolFailure};
 use crate::params::VolumeContext;
@@ -86,8 +88,7 @@ impl NodeService {
             .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
             .await;
         if result.is_err() && created {
-            let p = staging.to_path_buf();
-            let _ = offload(move || paths::remove_if_empty(&p)).await;
+            let _ = remove_if_empty(staging).await;
         }
         result.map(|()| csi::NodeStageVolumeResponse {})
     }

@@ -9,7 +9,7 @@ use carve_core::host::paths::{self, Device};
 use carve_core::host::{fs, offload};
 
 use super::errors::{NodeExpandError, StatsError};
-use super::{check_cap, mounts, path_failure, required, NodeService};
+use super::{check_cap, mounts, node_at, path_failure, required, NodeService};
 use crate::csi;
 
 impl NodeService {
@@ -87,8 +87,7 @@ impl NodeService {
         let path = Path::new(&req.volume_path);
         let dev = Device::of(&lv);
         let mount = mountinfo::at(&mounts().await?, path).filter(|m| dev.is_mounted_by(m));
-        let (d, p) = (dev.clone(), path.to_path_buf());
-        if mount.is_none() && !offload(move || d.is_node_at(&p)).await {
+        if mount.is_none() && !node_at(&dev, path).await {
             return Err(self
                 .not_at(&req.volume_id, path, "it is not published there")
                 .into());
