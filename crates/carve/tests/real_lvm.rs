@@ -64,26 +64,26 @@ impl Opts {
     fn crash_at(point: &str) -> Opts {
         Opts::default().and_crash_at(point)
     }
-    fn and_crash_at(mut self, point: &str) -> Opts {
-        self.env.push(("CARVE_CRASH_POINT".into(), point.into()));
-        self
+    fn and_crash_at(self, point: &str) -> Opts {
+        self.and_env("CARVE_CRASH_POINT", point)
     }
     /// Every block copy chunk (4 MiB) takes at least `ms`: a copy is seen running.
     fn slow_copies(ms: u64) -> Opts {
         Opts::default().and_slow_copies(ms)
     }
-    fn and_slow_copies(mut self, ms: u64) -> Opts {
-        self.env
-            .push(("CARVE_TEST_COPY_CHUNK_DELAY_MS".into(), ms.to_string()));
-        self
+    fn and_slow_copies(self, ms: u64) -> Opts {
+        self.and_env("CARVE_TEST_COPY_CHUNK_DELAY_MS", ms)
     }
     /// tokio's blocking pool cut to `n` threads.
     fn blocking_threads(n: usize) -> Opts {
         Opts::default().and_blocking_threads(n)
     }
-    fn and_blocking_threads(mut self, n: usize) -> Opts {
-        self.env
-            .push(("CARVE_TEST_BLOCKING_THREADS".into(), n.to_string()));
+    fn and_blocking_threads(self, n: usize) -> Opts {
+        self.and_env("CARVE_TEST_BLOCKING_THREADS", n)
+    }
+    /// One of carve-core's test-build knobs (crash.rs), set in carve's environment.
+    fn and_env(mut self, key: &str, value: impl ToString) -> Opts {
+        self.env.push((key.into(), value.to_string()));
         self
     }
     fn node(name: &str) -> Opts {
