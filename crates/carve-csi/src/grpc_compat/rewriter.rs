@@ -56,15 +56,16 @@ struct Block {
     frames: usize,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 enum State {
     /// This many bytes of the preface are still to come.
     Preface(usize),
     Frames,
     /// Not HTTP/2 with prior knowledge: h2 judges the bytes as they came.
     Passthrough,
-    /// A limit was broken: h2 has the poison frame; nothing more reaches it.
-    Closed,
+    /// A limit was broken (why): h2 has the poison frame; nothing more
+    /// reaches it.
+    Closed(String),
 }
 
 pub struct Rewriter {
@@ -73,7 +74,6 @@ pub struct Rewriter {
     block: Option<Block>,
     input: Vec<u8>,
     rewritten: u64,
-    closed_because: Option<String>,
 }
 
 impl Default for Rewriter {
@@ -86,7 +86,6 @@ impl Default for Rewriter {
             block: None,
             input: Vec::new(),
             rewritten: 0,
-            closed_because: None,
         }
     }
 }
@@ -163,7 +162,10 @@ impl Rewriter {
 
     /// Why the connection was ended, once it was.
     pub fn closed_because(&self) -> Option<&str> {
-        self.closed_because.as_deref()
+        match &self.state {
+            State::Closed(why) => Some(why),
+            _ => None,
+        }
     }
 
     /// Bytes held between calls to [`Rewriter::feed`]; never above
@@ -178,7 +180,7 @@ impl Rewriter {
             return;
         }
         match self.state {
-            State::Closed => return,
+            State::Closed(_) => return,
             State::Passthrough => return out.extend_from_slice(data),
             State::Preface(left) => {
                 let done = PREFACE.len() - left;
@@ -227,8 +229,7 @@ impl Rewriter {
     fn close(&mut self, why: String, out: &mut Vec<u8>) {
         tracing::warn!(reason = %why, "closing a client connection: HTTP/2 limit broken");
         out.extend_from_slice(&POISON);
-        self.closed_because = Some(why);
-        self.state = State::Closed;
+        self.state = State::Closed(why);
         self.block = None;
     }
 
