@@ -86,17 +86,41 @@ pub fn bind(source: &str, target: &Path) -> Result<(), CommandError> {
 }
 
 /// Makes the bind mount at `target` read-only (a bind mount inherits its
-/// source's flags until it is remounted on its own).
+/// source's flags until it is remounted on its own). A remount sets the
+/// per-mount flags whole, so the ones the mount has now (nosuid, nodev,
+/// noexec, the atime choice: a StorageClass's mountOptions) are read first
+/// and carried over, as util-linux's mount does; otherwise the pod's
+/// read-only view would lose them.
 pub fn remount_bind_read_only(target: &Path) -> Result<(), CommandError> {
     let what = format!("mount(2) -o remount,bind,ro {}", target.display());
+    let now = nix::sys::statvfs::statvfs(target)
+        .map_err(failed(format!("statvfs {}", target.display())))?
+        .flags();
     nix::mount::mount(
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | kept_flags(now),
         None::<&str>,
     )
     .map_err(failed(what))
+}
+
+/// The per-mount flags statvfs reports, as the MS_* bits that set them.
+fn kept_flags(now: nix::sys::statvfs::FsFlags) -> MsFlags {
+    use nix::sys::statvfs::FsFlags as F;
+    [
+        (F::ST_NOSUID, MsFlags::MS_NOSUID),
+        (F::ST_NODEV, MsFlags::MS_NODEV),
+        (F::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (F::ST_SYNCHRONOUS, MsFlags::MS_SYNCHRONOUS),
+        (F::ST_NOATIME, MsFlags::MS_NOATIME),
+        (F::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (F::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .into_iter()
+    .filter(|(st, _)| now.contains(*st))
+    .fold(MsFlags::empty(), |all, (_, ms)| all | ms)
 }
 
 pub fn umount(target: &Path) -> Result<(), CommandError> {
@@ -120,5 +144,16 @@ mod tests {
         let (f, d) = split_options(&v(&["ro", "rw", "nosuid"]));
         assert_eq!(f, MsFlags::MS_NOSUID, "a later rw clears an earlier ro");
         assert_eq!(d, "");
+    }
+
+    #[test]
+    fn a_remount_keeps_what_statvfs_reports() {
+        use nix::sys::statvfs::FsFlags as F;
+        assert_eq!(
+            kept_flags(F::ST_NOSUID | F::ST_NODEV | F::ST_NOEXEC | F::ST_RDONLY),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC
+        );
+        assert_eq!(kept_flags(F::ST_RELATIME), MsFlags::MS_RELATIME);
+        assert_eq!(kept_flags(F::empty()), MsFlags::empty());
     }
 }

@@ -222,6 +222,29 @@ async fn read_only_publish_refuses_writes() {
     delete(&mut c, id).await;
 }
 
+/// Issue 14, finding 11: a read-only publish keeps the mount's nosuid,
+/// nodev and noexec (a StorageClass's mountOptions). On a019df7 the
+/// read-only remount replaced the flags and the pod's view lost all three.
+#[tokio::test]
+async fn read_only_publish_keeps_nosuid_nodev_noexec() {
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
+    let cap = mount_cap_fs("ext4", &["nosuid", "nodev", "noexec"]);
+    let id = create(&mut c, "node-ro-flags", None, 64 * MI, cap.clone()).await;
+    let p = paths("ro-flags");
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, true).await.unwrap();
+    let m = mounted(&p.target).unwrap();
+    for flag in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(
+            m.options.iter().any(|o| o == flag),
+            "{flag} missing: {:?}",
+            m.options
+        );
+    }
+    detach(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+}
+
 async fn online_expand(fs: &str) {
     let (_carve, mut c, mut n) = Carve::with_clients().await;
     let cap = mount_cap_fs(fs, &[]);
