@@ -57,6 +57,11 @@ pub fn decode_tag_value(v: &str) -> String {
 /// are truncated at a character boundary well below that (the LV name, not the
 /// tag, is what identifies a volume).
 pub fn tag(key: &str, value: &str) -> String {
+    format!("{key}={}", tag_value(value))
+}
+
+/// A value as [`tag`] stores it: encoded, then cut to 900 bytes.
+fn tag_value(value: &str) -> String {
     let mut v = encode_tag_value(value);
     if v.len() > 900 {
         let mut cut = 900;
@@ -65,7 +70,16 @@ pub fn tag(key: &str, value: &str) -> String {
         }
         v.truncate(cut);
     }
-    format!("{key}={v}")
+    v
+}
+
+/// Whether a stored tag value (`LvInfo::tag`) is what [`tag`] stores for
+/// `value`. Compared in the stored form, so a value cut to fit the tag still
+/// matches the whole value it was made from (a 1024-byte request name of
+/// bytes that encode to three); the LV name's hash of the whole name tells
+/// such names apart.
+pub fn tag_holds(stored: Option<&str>, value: &str) -> bool {
+    stored == Some(tag_value(value).as_str())
 }
 
 #[cfg(test)]
@@ -82,5 +96,17 @@ mod tests {
             assert_eq!(decode_tag_value(&t), v);
         }
         assert_eq!(tag(TAG_NAME, "a b"), "carve.dev/name=a#20b");
+    }
+
+    #[test]
+    fn cut_values_still_match_the_whole_value() {
+        let long = "~".repeat(1024);
+        let stored = tag(TAG_NAME, &long);
+        assert!(stored.len() < 1024, "fits LVM's tag limit");
+        let value = stored.strip_prefix("carve.dev/name=");
+        assert!(tag_holds(value, &long));
+        assert!(!tag_holds(value, &"~".repeat(299)));
+        assert!(tag_holds(Some("a#20b"), "a b"));
+        assert!(!tag_holds(None, "a b"));
     }
 }

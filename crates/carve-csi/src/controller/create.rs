@@ -413,13 +413,7 @@ impl ControllerService {
         };
         let Some(lv) = self
             .volumes(&view.lvm)
-            .find(|l| {
-                l.name == lv_name
-                    && l.tag(names::TAG_NAME)
-                        .map(names::decode_tag_value)
-                        .as_deref()
-                        == Some(name)
-            })
+            .find(|l| l.name == lv_name && names::tag_holds(l.tag(names::TAG_NAME), name))
             .cloned()
         else {
             return Ok(());
@@ -477,8 +471,7 @@ fn conflict(
     req: &csi::CreateVolumeRequest,
     want: &Wanted<'_>,
 ) -> Option<String> {
-    let recorded_name = lv.tag(names::TAG_NAME).map(names::decode_tag_value);
-    if !svc.owned(lv) || recorded_name.as_deref() != Some(req.name.as_str()) {
+    if !svc.owned(lv) || !names::tag_holds(lv.tag(names::TAG_NAME), &req.name) {
         return Some(format!(
             "an LV {}/{} that carve does not own for this name",
             lv.vg, lv.name

@@ -298,7 +298,7 @@ impl ControllerService {
         };
         let tag = |k| existing.tag(k).map(names::decode_tag_value);
         if self.owned(existing)
-            && tag(names::TAG_NAME).as_deref() == Some(req.name.as_str())
+            && names::tag_holds(existing.tag(names::TAG_NAME), &req.name)
             && tag(names::TAG_SOURCE).as_deref() == Some(req.source_volume_id.as_str())
         {
             return Ok(Some(self.snapshot_of(existing)));

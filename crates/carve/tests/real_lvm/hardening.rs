@@ -195,3 +195,17 @@ async fn an_absent_vg_is_zero_capacity_and_appears_without_restart() {
     std::fs::remove_file(img).unwrap();
     foreign_intact();
 }
+
+/// Finding 10 against real LVM: a 1024-byte request name of bytes that encode
+/// to three is accepted by lvcreate (its tag cut to fit), and the retry
+/// converges on the same volume.
+#[tokio::test]
+async fn a_1024_byte_name_is_retried_onto_the_same_volume() {
+    let (_carve, mut c, _) = Carve::with_clients().await;
+    let name = "~".repeat(1024);
+    let first = create_ok(&mut c, create_req(&name, Some("thin"), 16 * MI)).await;
+    let again = create_ok(&mut c, create_req(&name, Some("thin"), 16 * MI)).await;
+    assert_eq!(first.volume_id, again.volume_id);
+    delete(&mut c, first.volume_id).await;
+    foreign_intact();
+}
