@@ -138,17 +138,27 @@ pub fn mkfs(fs: FsType, device: &str) -> (String, Vec<String>) {
     }
 }
 
-/// Grows a mounted filesystem to its device's size.
+/// Grows a mounted filesystem (named as the mount table names it) to its
+/// device's size; `None` for a filesystem carve cannot grow.
 pub fn grow(fs: &str, device: &str, mount_point: &str) -> Option<(String, Vec<String>)> {
+    let fs = match fs {
+        // resize2fs grows every ext generation.
+        "ext3" | "ext2" => FsType::Ext4,
+        other => other.parse().ok()?,
+    };
+    Some(grow_command(fs, device, mount_point))
+}
+
+/// The command that grows a mounted `fs` to its device's size.
+pub fn grow_command(fs: FsType, device: &str, mount_point: &str) -> (String, Vec<String>) {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     match fs {
-        "ext4" | "ext3" | "ext2" => Some(("resize2fs".into(), s(&[device]))),
-        "xfs" => Some(("xfs_growfs".into(), s(&[mount_point]))),
-        "btrfs" => Some((
+        FsType::Ext4 => ("resize2fs".into(), s(&[device])),
+        FsType::Xfs => ("xfs_growfs".into(), s(&[mount_point])),
+        FsType::Btrfs => (
             "btrfs".into(),
             s(&["filesystem", "resize", "max", mount_point]),
-        )),
-        _ => None,
+        ),
     }
 }
 
@@ -252,6 +262,7 @@ mod tests {
         assert_eq!(grow("xfs", "/d", "/m").unwrap().1, vec!["/m".to_string()]);
         assert_eq!(grow("ext4", "/d", "/m").unwrap().1, vec!["/d".to_string()]);
         assert!(grow("vfat", "/d", "/m").is_none());
+        assert_eq!(grow("ext3", "/d", "/m").unwrap().0, "resize2fs");
         assert_eq!(
             default_mount_options(FsType::Xfs),
             vec!["defaults", "nouuid"]

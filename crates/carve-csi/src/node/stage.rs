@@ -84,9 +84,20 @@ impl NodeService {
             });
         }
         let created: bool = prepare_mount_point::<StageError>(staging, true).await?;
-        let result = self
+        let mut result = self
             .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
             .await;
+        if result.is_ok() && lv.tag(names::TAG_SOURCE).is_some() {
+            result = self
+                .grow_to_device(&req.volume_id, &dev, staging, fs_type)
+                .await;
+            if result.is_err() {
+                // Unstaged again, so the retry does the whole stage (an
+                // existing mount would be taken as staged already).
+                let p = staging.to_path_buf();
+                let _ = offload(move || carve_core::host::mount::umount(&p)).await;
+            }
+        }
         if result.is_err() && created {
             let _ = remove_if_empty(staging).await;
         }
@@ -143,6 +154,29 @@ impl NodeService {
                 path: staging.to_path_buf(),
             }),
         }
+    }
+
+    /// A restore or clone may be larger than its source, whose filesystem
+    /// it holds: the filesystem is grown to the device, as mount-utils'
+    /// NeedResize does for other drivers. On a filesystem already the
+    /// device's size the grow command changes nothing.
+    async fn grow_to_device(
+        &self,
+        volume_id: &str,
+        dev: &Device,
+        staging: &Path,
+        fs_type: FsType,
+    ) -> StageResult<()> {
+        let mount_point = staging.display().to_string();
+        let (prog, args) = fs::grow_command(fs_type, &dev.path, &mount_point);
+        tracing::info!(volume_id, fs = %fs_type, "growing a restored or cloned filesystem to its volume's size");
+        self.cmd(
+            &prog,
+            args,
+            format!("growing the {fs_type} filesystem of {volume_id}"),
+        )
+        .await?;
+        Ok(())
     }
 
     pub(super) async fn unstage(

@@ -209,3 +209,62 @@ async fn a_1024_byte_name_is_retried_onto_the_same_volume() {
     delete(&mut c, first.volume_id).await;
     foreign_intact();
 }
+
+/// Finding 9: a restore into a larger volume is staged with its filesystem
+/// grown to the device (ext4, xfs, btrfs), the snapshot's data intact. On
+/// a019df7 the LV grew but the filesystem kept the snapshot's size.
+async fn restore_into_larger_volume_grows_the_filesystem(fs: &str, size: i64) {
+    use super::node::{create, df, mount_cap_fs};
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
+    let cap = mount_cap_fs(fs, &[]);
+    let src = create(
+        &mut c,
+        &format!("grow-src-{fs}"),
+        Some("thin"),
+        size,
+        cap.clone(),
+    )
+    .await;
+    let p = paths(&format!("grow-src-{fs}"));
+    stage(&mut n, &src, &p, &cap).await.unwrap();
+    std::fs::write(p.stage.join("kept"), b"snapshot data").unwrap();
+    unstage(&mut n, &src, &p).await;
+    let snap = snapshot_ok(&mut c, &format!("grow-snap-{fs}"), &src).await;
+    let mut req = create_req(&format!("grow-big-{fs}"), Some("thin"), 2 * size);
+    req.volume_capabilities = vec![cap.clone()];
+    req.volume_content_source = Some(super::crash::content(Some(&snap.snapshot_id), None));
+    let big = create_ok(&mut c, req).await;
+    assert_eq!(big.capacity_bytes, 2 * size);
+    let q = paths(&format!("grow-big-{fs}"));
+    stage(&mut n, &big.volume_id, &q, &cap).await.unwrap();
+    let (total, _, _) = df(&q.stage);
+    assert!(
+        total > size * 3 / 2,
+        "{fs}: filesystem of {total} bytes on a {} byte volume",
+        2 * size
+    );
+    assert_eq!(
+        std::fs::read(q.stage.join("kept")).unwrap(),
+        b"snapshot data"
+    );
+    unstage(&mut n, &big.volume_id, &q).await;
+    delete(&mut c, big.volume_id).await;
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
+    delete(&mut c, src).await;
+    foreign_intact();
+}
+
+#[tokio::test]
+async fn restore_into_larger_volume_grows_ext4() {
+    restore_into_larger_volume_grows_the_filesystem("ext4", 64 * MI).await;
+}
+
+#[tokio::test]
+async fn restore_into_larger_volume_grows_xfs() {
+    restore_into_larger_volume_grows_the_filesystem("xfs", 320 * MI).await;
+}
+
+#[tokio::test]
+async fn restore_into_larger_volume_grows_btrfs() {
+    restore_into_larger_volume_grows_the_filesystem("btrfs", 128 * MI).await;
+}

@@ -107,7 +107,7 @@ fn mounted(p: &Path) -> Option<carve_core::host::mountinfo::Mount> {
     carve_core::host::mountinfo::at(&carve_core::host::mountinfo::read().unwrap(), p)
 }
 
-fn df(p: &Path) -> (i64, i64, i64) {
+pub(super) fn df(p: &Path) -> (i64, i64, i64) {
     let out = Command::new("df")
         .args(["-B1", "--output=size,used,avail"])
         .arg(p)
