@@ -14,14 +14,25 @@ pub struct Condition {
     pub message: String,
 }
 
+/// What carve knows of the copy that fills an unfinished volume.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fill {
+    /// No copy runs for it now, and none failed since carve started.
+    Idle,
+    Running(Progress),
+    /// The last copy failed, with this reason.
+    Failed(String),
+}
+
 /// `abnormal` with a message an operator can act on, or "volume is healthy".
-/// `copy` is the progress of the job filling the volume, when one runs.
-pub fn condition(lv: &LvInfo, state: &LvmState, copy: Option<Progress>) -> Condition {
+/// `fill` is what carve knows of the job that fills the volume.
+pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill) -> Condition {
     let mut problems = Vec::new();
     if lv.tag(crate::names::TAG_INCOMPLETE).is_some() {
-        problems.push(match copy {
-            Some(p) => format!("the volume is still being filled from its source: {p}"),
-            None => "the volume is not yet whole: the steps that make it from its source have not finished; CreateVolume resumes them".to_string(),
+        problems.push(match fill {
+            Fill::Running(p) => format!("the volume is still being filled from its source: {p}"),
+            Fill::Failed(e) => format!("the copy that fills the volume from its source failed ({e}); the next CreateVolume copies again, DeleteVolume removes the volume"),
+            Fill::Idle => "the volume is not yet whole: the steps that make it from its source have not finished; CreateVolume resumes them".to_string(),
         });
     }
     if !lv.is_active() {

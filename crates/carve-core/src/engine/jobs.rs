@@ -74,6 +74,11 @@ impl Job {
         }
     }
 
+    /// How the job ended; `None` while it runs.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome.borrow().clone()
+    }
+
     /// Waits at most `limit` for the job to end; `None` if it is still running.
     pub async fn wait(&self, limit: Duration) -> Option<Outcome> {
         let mut rx = self.outcome.subscribe();
@@ -94,6 +99,10 @@ impl Job {
 #[derive(Default)]
 pub struct Jobs {
     running: Mutex<HashMap<String, Arc<Job>>>,
+    /// The reason the last job of a key failed, kept (unlike the job) until
+    /// a new job starts for the key or it is cancelled, so health reports
+    /// can say why a volume is still unfinished.
+    failed: Mutex<HashMap<String, String>>,
 }
 
 /// What [`Jobs::start`] found or did.
@@ -140,6 +149,7 @@ impl Jobs {
             outcome: tx,
         });
         running.insert(key.to_string(), job.clone());
+        self.failed.lock().expect("jobs lock").remove(key);
         let fut = work(job.clone());
         let me = self.clone();
         let j = job.clone();
@@ -151,6 +161,10 @@ impl Jobs {
                 && running.get(&j.key).is_some_and(|r| Arc::ptr_eq(r, &j))
             {
                 running.remove(&j.key);
+            }
+            if let Outcome::Failed(e) = &outcome {
+                let mut failed = me.failed.lock().expect("jobs lock");
+                failed.insert(j.key.clone(), e.clone());
             }
             j.outcome.send_replace(Some(outcome));
         });
@@ -168,8 +182,14 @@ impl Jobs {
         }
     }
 
+    /// Why the last job for `key` failed, if it did and none started since.
+    pub fn last_failure(&self, key: &str) -> Option<String> {
+        self.failed.lock().expect("jobs lock").get(key).cloned()
+    }
+
     /// Stops the job for `key`, if one runs, and waits until it has cleaned up.
     pub async fn cancel(&self, key: &str) {
+        self.failed.lock().expect("jobs lock").remove(key);
         let job = self.running.lock().expect("jobs lock").remove(key);
         if let Some(job) = job {
             job.cancel();
@@ -277,5 +297,38 @@ mod tests {
             p.to_string(),
             "256 of 1024 MiB copied (25%), 128.0 MiB/s, about 6 s left"
         );
+    }
+
+    /// Issue 14, finding 7: why a copy failed stays known after the failure
+    /// was reported (the volume's condition says it), until a new copy starts
+    /// or the volume is deleted.
+    #[tokio::test]
+    async fn a_failure_is_kept_for_health_until_a_new_job_or_a_cancel() {
+        let jobs = Arc::new(Jobs::default());
+        let Started::Running(j) = jobs.start("k", "t".into(), 1, |_| async {
+            Outcome::Failed("read error on /dev/vg/src".into())
+        }) else {
+            panic!()
+        };
+        j.wait(Duration::from_secs(5)).await;
+        jobs.take_failure("k");
+        assert_eq!(
+            jobs.last_failure("k").as_deref(),
+            Some("read error on /dev/vg/src")
+        );
+        let Started::Running(again) = jobs.start("k", "t".into(), 1, |_| async { Outcome::Done })
+        else {
+            panic!()
+        };
+        assert_eq!(jobs.last_failure("k"), None, "a new copy runs");
+        again.wait(Duration::from_secs(5)).await;
+        let Started::Running(third) = jobs.start("k2", "t".into(), 1, |_| async {
+            Outcome::Failed("x".into())
+        }) else {
+            panic!()
+        };
+        third.wait(Duration::from_secs(5)).await;
+        jobs.cancel("k2").await;
+        assert_eq!(jobs.last_failure("k2"), None, "the volume is being deleted");
     }
 }

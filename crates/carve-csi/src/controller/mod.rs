@@ -408,8 +408,15 @@ impl ControllerService {
 
     /// The volume's health, with the progress of its copy when one runs.
     pub(crate) fn condition(&self, lv: &LvInfo, state: &LvmState) -> csi::VolumeCondition {
-        let copy = self.jobs.get(&Self::job_key(&lv.vg, &lv.name));
-        let c = carve_core::engine::health::condition(lv, state, copy.map(|j| j.progress()));
+        use carve_core::engine::health::{condition, Fill};
+        let key = Self::job_key(&lv.vg, &lv.name);
+        let running = self.jobs.get(&key).filter(|j| j.outcome().is_none());
+        let fill = match (running, self.jobs.last_failure(&key)) {
+            (Some(j), _) => Fill::Running(j.progress()),
+            (None, Some(e)) => Fill::Failed(e),
+            (None, None) => Fill::Idle,
+        };
+        let c = condition(lv, state, fill);
         csi::VolumeCondition {
             abnormal: c.abnormal,
             message: c.message,

@@ -67,7 +67,8 @@ pub enum FinishError {
     /// Aborted: the copy goes on; the provisioner calls again.
     #[error("{what} is in progress: {progress}; CreateVolume answers once it has finished")]
     Copying { what: String, progress: String },
-    /// The copy hit an error (reported once; the next call starts a new copy).
+    /// The copy hit an error (reported once; the next call starts a new copy;
+    /// the volume's condition keeps the reason).
     #[error("{0}")]
     CopyFailed(String),
     #[error("the copy into {0} was cancelled (the volume is being deleted)")]
@@ -98,7 +99,11 @@ impl RpcError for FinishError {
     fn code(&self) -> Code {
         match self {
             FinishError::Copying { .. } | FinishError::Cancelled(_) => Code::Aborted,
-            FinishError::CopyFailed(_) | FinishError::MarkComplete(_) => Code::Internal,
+            // Retryable, never final: external-provisioner keeps calling
+            // (and calls DeleteVolume if the claim goes meanwhile), where a
+            // final code would let an unfinished LV outlive its claim. The
+            // next call copies again; ListVolumes shows why it failed.
+            FinishError::CopyFailed(_) | FinishError::MarkComplete(_) => Code::Unavailable,
             FinishError::Lvm(e) => e.code(),
             FinishError::NotReady(e) => e.code(),
         }
@@ -343,6 +348,26 @@ impl ControllerService {
             {
                 tracing::warn!(error = %e, "could not remove it");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::RpcError;
+
+    /// Issue 14, finding 7: a failed copy (or a failed completion) is
+    /// retryable, so external-provisioner never stops calling while an
+    /// unfinished LV exists. On a019df7 both were Internal, which it treats
+    /// as final: the LV leaked when the claim was deleted.
+    #[test]
+    fn failed_copies_are_retryable_not_final() {
+        for e in [
+            FinishError::CopyFailed("read error".into()),
+            FinishError::MarkComplete("lvchange failed".into()),
+        ] {
+            assert_eq!(e.code(), Code::Unavailable, "{e}");
         }
     }
 }
