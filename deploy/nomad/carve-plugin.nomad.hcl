@@ -86,6 +86,9 @@ job "carve-plugin-${var.node}" {
       template {
         destination = "local/config.toml"
         data        = <<-TOML
+          # Nomad hands carve staging and publish paths under mount_dir.
+          node_path_roots = ["/csi"]
+
           [[device_class]]
           name = "thick"
           volume_group = "carve"

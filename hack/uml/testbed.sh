@@ -38,6 +38,8 @@ dd if="$CARVE_TESTBED/foreign.bin" of=/dev/carve-thick/foreign-data bs=1M count=
 dd if="$CARVE_TESTBED/foreign.bin" of=/dev/carve-thick/cv-foreign-0000000000000000 bs=1M count=1 conv=fsync status=none
 cat > "$CARVE_TESTBED/config.toml" <<'TOML'
 capacity_refresh_seconds = 5
+# The tests stage and publish under the guest's private /tmp.
+node_path_roots = ["/tmp"]
 lvm_timeout_seconds = 60
 
 [[device_class]]

@@ -29,6 +29,10 @@ pub struct Config {
     /// Thick restores and clones copying at once; more wait in line. Each
     /// copy has a thread of its own, outside the pool that serves RPCs.
     pub copy_workers: usize,
+    /// The directories under which the node service stages, publishes,
+    /// measures and removes (kubelet's, on Kubernetes). A path from the CO
+    /// that resolves anywhere else is refused.
+    pub node_path_roots: Vec<std::path::PathBuf>,
     pub device_classes: Vec<DeviceClass>,
 }
 
@@ -44,6 +48,8 @@ struct RawConfig {
     copy_wait_seconds: u64,
     #[serde(default = "default_copy_workers")]
     copy_workers: usize,
+    #[serde(default = "default_node_path_roots")]
+    node_path_roots: Vec<String>,
     #[serde(rename = "device_class", default)]
     device_classes: Vec<class::RawDeviceClass>,
 }
@@ -104,6 +110,9 @@ fn default_copy_wait() -> u64 {
 }
 fn default_copy_workers() -> usize {
     2
+}
+fn default_node_path_roots() -> Vec<String> {
+    vec!["/var/lib/kubelet".into()]
 }
 
 /// A config error names the offending field the way the file spells it.
@@ -185,6 +194,7 @@ impl Config {
             lvm_timeout_seconds: raw.lvm_timeout_seconds,
             copy_wait_seconds: raw.copy_wait_seconds,
             copy_workers: raw.copy_workers,
+            node_path_roots: raw.node_path_roots.iter().map(Into::into).collect(),
             device_classes,
         })
     }
@@ -226,6 +236,25 @@ fn check_tuning(raw: &RawConfig) -> Result<(), (&'static str, &'static str)> {
     }
     if !(1..=64).contains(&raw.copy_workers) {
         return Err(("copy_workers", "must be between 1 and 64"));
+    }
+    if raw.node_path_roots.is_empty() {
+        return Err(("node_path_roots", "at least one directory is required"));
+    }
+    for r in &raw.node_path_roots {
+        if crate::host::fs::check_path("node_path_roots", r).is_err()
+            || r.trim_end_matches('/').is_empty()
+        {
+            return Err((
+                "node_path_roots",
+                "each must be an absolute directory without . or .., not /",
+            ));
+        }
+        if ["/proc", "/sys", "/dev"]
+            .iter()
+            .any(|k| std::path::Path::new(r).starts_with(k))
+        {
+            return Err(("node_path_roots", "must not be under /proc, /sys or /dev"));
+        }
     }
     Ok(())
 }

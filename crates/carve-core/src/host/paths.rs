@@ -176,6 +176,50 @@ pub fn remove_if_empty(path: &Path) -> std::io::Result<bool> {
     }
 }
 
+/// Where `path` really is, if that is strictly inside one of `roots`: its
+/// parent resolved through every symlink (the longest part that exists, with
+/// the rest appended), its last component kept as it is (a symlink there is
+/// never followed: carve treats it as occupied). The kernel's mount table
+/// shows resolved paths, so comparing with it needs this form too, and a
+/// symlinked ancestor cannot lead carve out of the directories it owns.
+pub fn confine(roots: &[PathBuf], path: &Path) -> Result<PathBuf, String> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err("is not a path below a root".into());
+    };
+    let mut existing = parent;
+    let mut missing = Vec::new();
+    let base = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(p) => break p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let (Some(up), Some(n)) = (existing.parent(), existing.file_name()) else {
+                    return Err(format!("{}: {e}", existing.display()));
+                };
+                missing.push(n);
+                existing = up;
+            }
+            Err(e) => return Err(format!("resolving {}: {e}", existing.display())),
+        }
+    };
+    let resolved = missing.iter().rev().fold(base, |p, n| p.join(n)).join(name);
+    let inside = roots.iter().any(|root| {
+        std::fs::canonicalize(root).is_ok_and(|r| resolved.starts_with(&r) && resolved != r)
+    });
+    if inside {
+        Ok(resolved)
+    } else {
+        Err(format!(
+            "resolves to {}, outside the directories carve may use ({}: node_path_roots)",
+            resolved.display(),
+            roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
 /// How full a mounted filesystem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FsUsage {
@@ -248,5 +292,47 @@ mod tests {
             String::new(),
         );
         assert_eq!(dm_name(&lv), "carve--thick-cv--a--1");
+    }
+
+    /// Issue 14, finding 12: carve acts only strictly inside its roots, on
+    /// paths resolved through symlinked ancestors.
+    #[test]
+    fn paths_are_confined_to_the_roots_after_resolving() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        let root = t.path().join("root");
+        std::fs::create_dir_all(real.join("pods")).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        // A root behind a symlink, as kubelet's dir can be.
+        let linked_root = t.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked_root).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+        let roots = vec![root.clone(), linked_root.clone()];
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap();
+        assert_eq!(
+            confine(&roots, &root.join("a/b/stage")).unwrap(),
+            canon(&root).join("a/b/stage"),
+            "missing directories are fine"
+        );
+        assert_eq!(
+            confine(&roots, &linked_root.join("pods/x")).unwrap(),
+            canon(&real).join("pods/x"),
+            "resolved as the mount table shows it"
+        );
+        assert!(
+            confine(&roots, &root.join("escape/x")).is_err(),
+            "a symlink out"
+        );
+        assert!(confine(&roots, &outside.join("x")).is_err());
+        assert!(confine(&roots, &root).is_err(), "the root itself");
+        assert!(confine(&roots, Path::new("/proc/self/x")).is_err());
+        assert!(confine(&roots, Path::new("/run/xtables.lock")).is_err());
+        // The last component is kept, not followed.
+        assert_eq!(
+            confine(&roots, &root.join("escape")).unwrap(),
+            canon(&root).join("escape")
+        );
     }
 }

@@ -19,7 +19,7 @@ mod publish;
 mod stage;
 mod usage;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,6 +165,22 @@ where
 }
 
 impl NodeService {
+    /// `p`, a path from the CO, checked and resolved strictly inside the
+    /// configured `node_path_roots` (paths::confine): the form every later
+    /// step uses, so mounts, the mount table and removals agree, and nothing
+    /// outside carve's directories (`/run/xtables.lock`, `/proc`…) is ever
+    /// touched.
+    async fn confined(&self, what: &'static str, p: &str) -> Result<PathBuf, BadRequest> {
+        check_path(what, p)?;
+        let (roots, path) = (
+            self.controller.config.node_path_roots.clone(),
+            PathBuf::from(p),
+        );
+        offload(move || paths::confine(&roots, &path))
+            .await
+            .map_err(|e| BadRequest::Path(format!("{what} {p:?} {e}")))
+    }
+
     async fn cmd(
         &self,
         program: &str,

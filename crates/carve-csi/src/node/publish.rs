@@ -11,8 +11,8 @@ use carve_core::host::{mountinfo, offload};
 
 use super::errors::{PublishError, UnpublishError};
 use super::{
-    check_cap, check_path, is_block, mounts, node_at, one_target_only, path_failure,
-    prepare_mount_point, remove_if_empty, required, NodeService,
+    check_cap, is_block, mounts, node_at, one_target_only, path_failure, prepare_mount_point,
+    remove_if_empty, required, NodeService,
 };
 use crate::csi::{self, volume_capability::access_mode::Mode};
 use crate::error::{LookupError, Missing, ToolFailure};
@@ -23,16 +23,17 @@ impl NodeService {
         req: csi::NodePublishVolumeRequest,
     ) -> Result<csi::NodePublishVolumeResponse, PublishError> {
         required("volume_id", &req.volume_id)?;
-        check_path("target_path", &req.target_path)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
+        let target = self.confined("target_path", &req.target_path).await?;
+        let staging = self
+            .confined("staging_target_path", &req.staging_target_path)
+            .await?;
         let cap = check_cap(req.volume_capability.as_ref())?;
         let lv = self.volume(&req.volume_id).await?;
         self.check_complete(&lv, &req.volume_id)?;
         let _busy = self.guard(&lv)?;
         let read_only = req.readonly
             || cap.access_mode.as_ref().map(|m| m.mode) == Some(Mode::SingleNodeReaderOnly as i32);
-        let target = Path::new(&req.target_path);
-        let staging = Path::new(&req.staging_target_path);
+        let (target, staging) = (target.as_path(), staging.as_path());
         let block = is_block(cap);
         if block {
             self.ensure_active(&lv).await?;
@@ -104,8 +105,8 @@ impl NodeService {
         req: csi::NodeUnpublishVolumeRequest,
     ) -> Result<csi::NodeUnpublishVolumeResponse, UnpublishError> {
         required("volume_id", &req.volume_id)?;
-        check_path("target_path", &req.target_path)?;
-        let target = Path::new(&req.target_path);
+        let target = self.confined("target_path", &req.target_path).await?;
+        let target = target.as_path();
         let mounted = mountinfo::at(&mounts().await?, target).is_some();
         let lv = match self.volume(&req.volume_id).await {
             Ok(lv) => Some(lv),

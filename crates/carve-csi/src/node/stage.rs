@@ -13,9 +13,7 @@ use carve_core::lvm::LvInfo;
 use carve_core::names;
 
 use super::errors::{BadRequest, StageError, UnstageError};
-use super::{
-    check_cap, check_path, mounts, prepare_mount_point, remove_if_empty, required, NodeService,
-};
+use super::{check_cap, mounts, prepare_mount_point, remove_if_empty, required, NodeService};
 use crate::csi::{self, volume_capability::AccessType};
 use crate::error::{LookupError, Missing, ToolFailure};
 use crate::params::VolumeContext;
@@ -50,7 +48,9 @@ impl NodeService {
         req: csi::NodeStageVolumeRequest,
     ) -> StageResult<csi::NodeStageVolumeResponse> {
         required("volume_id", &req.volume_id)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
+        let staging = self
+            .confined("staging_target_path", &req.staging_target_path)
+            .await?;
         let cap = check_cap(req.volume_capability.as_ref())?;
         let lv = self.volume(&req.volume_id).await?;
         self.check_complete(&lv, &req.volume_id)?;
@@ -68,7 +68,7 @@ impl NodeService {
                 id: req.volume_id,
             });
         }
-        let staging = Path::new(&req.staging_target_path);
+        let staging = staging.as_path();
         if let Some(existing) = mountinfo::at(&mounts().await?, staging) {
             if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
                 return Ok(csi::NodeStageVolumeResponse {});
@@ -184,8 +184,10 @@ impl NodeService {
         req: csi::NodeUnstageVolumeRequest,
     ) -> Result<csi::NodeUnstageVolumeResponse, UnstageError> {
         required("volume_id", &req.volume_id)?;
-        check_path("staging_target_path", &req.staging_target_path)?;
-        let staging = Path::new(&req.staging_target_path);
+        let staging = self
+            .confined("staging_target_path", &req.staging_target_path)
+            .await?;
+        let staging = staging.as_path();
         let mounted = mountinfo::at(&mounts().await?, staging);
         let lv = match self.volume(&req.volume_id).await {
             Ok(lv) => lv,

@@ -2,8 +2,6 @@
 //! volume holds, and growing it in place. Both act on a path only when the
 //! kernel shows the volume there.
 
-use std::path::Path;
-
 use carve_core::host::mountinfo;
 use carve_core::host::paths::{self, Device};
 use carve_core::host::{fs, offload};
@@ -18,11 +16,11 @@ impl NodeService {
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse, StatsError> {
         required("volume_id", &req.volume_id)?;
-        required("volume_path", &req.volume_path)?;
+        let path = self.confined("volume_path", &req.volume_path).await?;
         // A fresh report: health should be current.
         let lv = self.controller.volume_lv(&req.volume_id, true).await?;
         let view = self.controller.view()?;
-        let path = Path::new(&req.volume_path);
+        let path = path.as_path();
         let dev = Device::of(&lv);
         let condition = self.controller.condition(&lv, &view.lvm);
         use csi::volume_usage::Unit;
@@ -79,12 +77,12 @@ impl NodeService {
         req: csi::NodeExpandVolumeRequest,
     ) -> Result<csi::NodeExpandVolumeResponse, NodeExpandError> {
         required("volume_id", &req.volume_id)?;
-        required("volume_path", &req.volume_path)?;
+        let path = self.confined("volume_path", &req.volume_path).await?;
         if let Some(c) = &req.volume_capability {
             check_cap(Some(c))?;
         }
         let lv = self.volume(&req.volume_id).await?;
-        let path = Path::new(&req.volume_path);
+        let path = path.as_path();
         let dev = Device::of(&lv);
         let mount = mountinfo::at(&mounts().await?, path).filter(|m| dev.is_mounted_by(m));
         if mount.is_none() && !node_at(&dev, path).await {

@@ -268,3 +268,62 @@ async fn restore_into_larger_volume_grows_xfs() {
 async fn restore_into_larger_volume_grows_btrfs() {
     restore_into_larger_volume_grows_the_filesystem("btrfs", 128 * MI).await;
 }
+
+/// Finding 12: the node service acts only strictly inside `node_path_roots`
+/// ("/tmp" in the test ground), on paths resolved through symlinks. On
+/// a019df7 an unpublish of an unknown volume removed any empty file it was
+/// pointed at (here a stand-in for /run/xtables.lock), /proc was not refused,
+/// and a staging path under a symlinked root was left mounted by unstage
+/// (the mount table shows the resolved path; carve compared the given one).
+#[tokio::test]
+async fn node_paths_stay_inside_the_roots_and_are_resolved() {
+    use carve_csi::csi::node_client::NodeClient;
+    let (carve, mut c, _) = Carve::with_clients().await;
+    let mut n = NodeClient::new(carve.channel().await);
+    let lock = Path::new("/run/carve-test-xtables.lock");
+    std::fs::write(lock, b"").unwrap();
+    let e = n
+        .node_unpublish_volume(csi::NodeUnpublishVolumeRequest {
+            volume_id: id_here("carve-thick", "cv-unknown-0000000000000000"),
+            target_path: lock.display().to_string(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+    assert!(lock.exists(), "a file outside the roots is never removed");
+    std::fs::remove_file(lock).unwrap();
+
+    let v = create_ok(&mut c, create_req("confined", Some("thin"), 16 * MI)).await;
+    let cap = mount_cap();
+    let proc_paths = super::node::Paths {
+        stage: PathBuf::from("/proc/carve-stage"),
+        target: PathBuf::from("/proc/carve-target"),
+    };
+    let e = stage(&mut n, &v.volume_id, &proc_paths, &cap)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
+
+    // A root reached through a symlink, as kubelet's dir can be.
+    let real = Path::new("/tmp/confined-real");
+    let link = Path::new("/tmp/confined-link");
+    std::fs::create_dir_all(real).unwrap();
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(real, link).unwrap();
+    let p = super::node::Paths {
+        stage: link.join("v/stage"),
+        target: link.join("v/pod/target"),
+    };
+    stage(&mut n, &v.volume_id, &p, &cap).await.unwrap();
+    stage(&mut n, &v.volume_id, &p, &cap)
+        .await
+        .expect("idempotent through the link");
+    unstage(&mut n, &v.volume_id, &p).await;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !table.contains("/tmp/confined-real/v/stage"),
+        "nothing left mounted at the resolved path:\n{table}"
+    );
+    delete(&mut c, v.volume_id).await;
+    foreign_intact();
+}
