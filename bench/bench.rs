@@ -55,6 +55,46 @@ fn lvm_path(id: &str) -> &str {
     id.rsplit(':').next().unwrap()
 }
 
+/// A field of /proc/meminfo, in KiB.
+fn meminfo_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// Samples carve's RSS and the block devices' page cache (meminfo's Buffers:
+/// the loop images live on tmpfs, whose pages are Cached, so Buffers is what
+/// buffered IO on the LVs adds) until stopped; returns their peaks in KiB.
+struct MemorySampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl MemorySampler {
+    fn start(pid: &str) -> MemorySampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, pid) = (stop.clone(), pid.to_string());
+        let thread = std::thread::spawn(move || {
+            let (mut rss, mut buffers) = (0, 0);
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                rss = rss.max(rss_kib(&pid));
+                buffers = buffers.max(meminfo_kib("Buffers"));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (rss, buffers)
+        });
+        MemorySampler { stop, thread }
+    }
+
+    fn peaks(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
 fn rss_kib(pid: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -68,6 +108,8 @@ fn rss_kib(pid: &str) -> u64 {
 /// clients), a mount capability, and the round counts.
 struct Bench {
     c: ControllerClient<Channel>,
+    /// carve's process ID.
+    pid: String,
     socket: String,
     cap: csi::VolumeCapability,
     rounds: usize,
@@ -123,6 +165,7 @@ async fn main() {
     let idle_rss = rss_kib(pid);
     let mut b = Bench {
         c,
+        pid: pid.clone(),
         socket: a[1].clone(),
         cap: carve_csi::client::mount_capability("ext4", &[]),
         rounds: a[3].parse().unwrap(),
@@ -353,6 +396,11 @@ async fn provisioner_style_restore(b: &mut Bench) {
         }),
         ..Default::default()
     };
+    // dd filled the page cache: start the copy's measurement from none.
+    run("sync", &[]);
+    std::fs::write("/proc/sys/vm/drop_caches", "1").unwrap();
+    let buffers_before = meminfo_kib("Buffers");
+    let sampler = MemorySampler::start(&b.pid);
     let t = Instant::now();
     let mut calls = 0;
     loop {
@@ -370,6 +418,7 @@ async fn provisioner_style_restore(b: &mut Bench) {
         }
     }
     let restore_time = t.elapsed();
+    let (rss_peak, buffers_peak) = sampler.peaks();
     let log = std::fs::read_to_string("/tmp/bench/carve.log").unwrap_or_default();
     let copies = log.matches("block copy started").count();
     println!(
@@ -377,6 +426,13 @@ async fn provisioner_style_restore(b: &mut Bench) {
         restore_time.as_secs_f64(),
         dd_time.as_secs_f64(),
         restore_time.as_secs_f64() / dd_time.as_secs_f64(),
+    );
+    let cache = buffers_peak.saturating_sub(buffers_before);
+    println!(
+        "thick restore 1 GiB memory: carve RSS peak {:.1} MiB + block-device page cache peak +{:.1} MiB = {:.1} MiB  (target <= 64 MiB)",
+        rss_peak as f64 / 1024.0,
+        cache as f64 / 1024.0,
+        (rss_peak + cache) as f64 / 1024.0,
     );
     // Room for the rest of the run: the copies go.
     lvm(&["lvremove", "--yes", "--quiet", &dd_target]);
