@@ -161,6 +161,18 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), ServeError> {
     let path = socket_path(&opts.endpoint)?;
     let s = services(&opts, runner);
+    // Every later lvm command opens only the PVs of the configured VGs.
+    let mut vgs: Vec<String> = opts
+        .config
+        .device_classes
+        .iter()
+        .map(|c| c.volume_group.clone())
+        .collect();
+    vgs.sort();
+    vgs.dedup();
+    if let Err(e) = s.controller.lvm.limit_to(vgs).await {
+        tracing::warn!(error = %e, "could not find carve's PVs; lvm commands scan every device");
+    }
     match s.state.refresh().await {
         // Copies a previous carve left unfinished run again from LVM's tags.
         Ok(_) => s.controller.resume_interrupted().await,

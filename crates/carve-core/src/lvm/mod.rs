@@ -9,6 +9,7 @@
 
 pub mod args;
 pub mod attr;
+mod devices;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod fake;
@@ -65,6 +66,7 @@ impl LvmRunner for SystemLvm {
 pub struct Lvm {
     runner: Arc<dyn LvmRunner>,
     vg_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    devices: devices::Devices,
 }
 
 impl Lvm {
@@ -72,10 +74,28 @@ impl Lvm {
         Lvm {
             runner,
             vg_locks: Mutex::new(HashMap::new()),
+            devices: Default::default(),
         }
     }
 
+    /// From now on every command opens only the PVs of `vgs` (see
+    /// [`devices`]): one full scan finds them.
+    pub async fn limit_to(&self, vgs: Vec<String>) -> Result<(), LvmError> {
+        let args = devices::pvs_args();
+        let line = exec::display("lvm", &args);
+        let out = self.run_checked(args).await?;
+        let (paths, complete) =
+            devices::pvs_of(&out.stdout, &vgs).map_err(|d| LvmError::parse(line, d))?;
+        tracing::info!(devices = %paths.join(","), all_vgs_found = complete, "lvm commands open only these devices");
+        self.devices.set(vgs, paths, complete);
+        Ok(())
+    }
+
     pub(super) async fn call(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
+        self.run_checked(self.devices.apply(args)).await
+    }
+
+    async fn run_checked(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
         let line = exec::display("lvm", &args);
         let started = Instant::now();
         let out = self.runner.run(args).await?;
@@ -100,6 +120,16 @@ impl Lvm {
 
     /// All VGs and LVs in one lvm call.
     pub async fn state(&self) -> Result<LvmState, LvmError> {
+        let state = self.report(args::fullreport()).await?;
+        if !self.devices.stale(&state) {
+            return Ok(state);
+        }
+        // A configured VG or PV is missing: look at every device again.
+        let vgs = self.devices.vgs().unwrap_or_default();
+        if let Err(e) = self.limit_to(vgs).await {
+            tracing::warn!(error = %e, "looking for carve's PVs again failed; keeping the devices found before");
+            return Ok(state);
+        }
         self.report(args::fullreport()).await
     }
 
