@@ -4,6 +4,49 @@
 use super::node::{paths, stage, unstage};
 use super::*;
 
+/// A VG on a loop device of its own, made by a test (a disk that arrives, a
+/// foreign disk), removed with its device and image when dropped.
+struct LoopVg {
+    vg: String,
+    device: String,
+    image: String,
+}
+
+fn run_ok(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl LoopVg {
+    fn new(vg: &str, size: &str) -> LoopVg {
+        let image = format!("/tmp/{vg}.img");
+        run_ok("truncate", &["-s", size, &image]);
+        let device = run_ok("losetup", &["-f", "--show", &image]);
+        lvm(&["vgcreate", "-q", vg, &device]);
+        LoopVg {
+            vg: vg.into(),
+            device,
+            image,
+        }
+    }
+}
+
+impl Drop for LoopVg {
+    fn drop(&mut self) {
+        let _ = Command::new("lvm")
+            .args(["vgremove", "-q", "-f", &self.vg])
+            .env("DM_DISABLE_UDEV", "1")
+            .output();
+        let _ = Command::new("losetup").args(["-d", &self.device]).output();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
 /// 64 NodeStage calls at once (a node rebooting with 64 pods), with a
 /// blocking pool of 2 threads. Each stage used to hold a pool thread for its
 /// whole run and ask for a second one to probe the device: on a019df7 (its
@@ -166,19 +209,7 @@ async fn an_absent_vg_is_zero_capacity_and_appears_without_restart() {
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
 
     // The disk arrives.
-    let img = "/tmp/carve-late.img";
-    let run = |prog: &str, args: &[&str]| {
-        let out = Command::new(prog).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{prog} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    run("truncate", &["-s", "256M", img]);
-    let loopdev = run("losetup", &["-f", "--show", img]);
-    lvm(&["vgcreate", "-q", "carve-late", &loopdev]);
+    let late = LoopVg::new("carve-late", "256M");
     // Found by the next full scan: carve looks again at most every 30 s
     // while a configured VG is missing (lvm/devices.rs).
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -192,9 +223,7 @@ async fn an_absent_vg_is_zero_capacity_and_appears_without_restart() {
     }
     let v = create_ok(&mut c, create_req("late-1", Some("late"), 16 * MI)).await;
     delete(&mut c, v.volume_id).await;
-    lvm(&["vgremove", "-q", "-f", "carve-late"]);
-    run("losetup", &["-d", &loopdev]);
-    std::fs::remove_file(img).unwrap();
+    drop(late);
     foreign_intact();
 }
 
@@ -343,22 +372,10 @@ fn reads_of(dev: &str) -> u64 {
 /// carve has started. On a019df7 every lvm command scanned it.
 #[tokio::test]
 async fn lvm_never_reads_devices_outside_carves_vgs() {
-    let img = "/tmp/poison.img";
-    let run = |prog: &str, args: &[&str]| {
-        let out = Command::new(prog).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{prog} {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    run("truncate", &["-s", "64M", img]);
-    let poison = run("losetup", &["-f", "--show", img]);
-    lvm(&["vgcreate", "-q", "poison-vg", &poison]);
+    let poison = LoopVg::new("poison-vg", "64M");
     let (carve, mut c, _) = Carve::with_clients().await;
     // Start-up may look once (to find carve's PVs); from here on, never.
-    let before = reads_of(&poison);
+    let before = reads_of(&poison.device);
     let v = create_ok(&mut c, create_req("poison-check", Some("thick"), 16 * MI)).await;
     let snap = snapshot_ok(&mut c, "poison-snap", &v.volume_id).await;
     let t = create_ok(&mut c, create_req("poison-thin", Some("thin"), 16 * MI)).await;
@@ -369,7 +386,7 @@ async fn lvm_never_reads_devices_outside_carves_vgs() {
     delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
     delete(&mut c, v.volume_id).await;
     delete(&mut c, t.volume_id).await;
-    let after = reads_of(&poison);
+    let after = reads_of(&poison.device);
     assert_eq!(
         after,
         before,
@@ -377,8 +394,6 @@ async fn lvm_never_reads_devices_outside_carves_vgs() {
         carve.log_text()
     );
     drop(carve);
-    lvm(&["vgremove", "-q", "-f", "poison-vg"]);
-    run("losetup", &["-d", &poison]);
-    std::fs::remove_file(img).unwrap();
+    drop(poison);
     foreign_intact();
 }
