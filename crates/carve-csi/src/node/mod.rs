@@ -181,6 +181,22 @@ impl NodeService {
             .map_err(|e| BadRequest::Path(format!("{what} {p:?} {e}")))
     }
 
+    /// The volume_path of NodeGetVolumeStats or NodeExpandVolume, resolved
+    /// inside the roots. These only measure or grow what is mounted there, so
+    /// a path that cannot hold the volume (relative, or outside the roots) is
+    /// NotFound, as CSI says for a volume not at the path, and nothing there
+    /// is looked at.
+    async fn volume_path(&self, volume_id: &str, p: &str) -> Result<PathBuf, NotAt> {
+        self.confined("volume_path", p).await.map_err(|e| {
+            tracing::debug!(error = %e, "volume_path refused");
+            self.not_at(
+                volume_id,
+                Path::new(p),
+                "the path is outside the directories carve uses",
+            )
+        })
+    }
+
     async fn cmd(
         &self,
         program: &str,

@@ -16,10 +16,11 @@ impl NodeService {
         req: csi::NodeGetVolumeStatsRequest,
     ) -> Result<csi::NodeGetVolumeStatsResponse, StatsError> {
         required("volume_id", &req.volume_id)?;
-        let path = self.confined("volume_path", &req.volume_path).await?;
+        required("volume_path", &req.volume_path)?;
         // A fresh report: health should be current.
         let lv = self.controller.volume_lv(&req.volume_id, true).await?;
         let view = self.controller.view()?;
+        let path = self.volume_path(&req.volume_id, &req.volume_path).await?;
         let path = path.as_path();
         let dev = Device::of(&lv);
         let condition = self.controller.condition(&lv, &view.lvm);
@@ -77,11 +78,12 @@ impl NodeService {
         req: csi::NodeExpandVolumeRequest,
     ) -> Result<csi::NodeExpandVolumeResponse, NodeExpandError> {
         required("volume_id", &req.volume_id)?;
-        let path = self.confined("volume_path", &req.volume_path).await?;
+        required("volume_path", &req.volume_path)?;
         if let Some(c) = &req.volume_capability {
             check_cap(Some(c))?;
         }
         let lv = self.volume(&req.volume_id).await?;
+        let path = self.volume_path(&req.volume_id, &req.volume_path).await?;
         let path = path.as_path();
         let dev = Device::of(&lv);
         let mount = mountinfo::at(&mounts().await?, path).filter(|m| dev.is_mounted_by(m));
