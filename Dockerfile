@@ -28,6 +28,9 @@ COPY crates crates
 COPY hack/demo hack/demo
 COPY bench/bench.rs bench/bench.rs
 COPY hack/image/smoke.rs hack/image/smoke.rs
+# The commit carve_build_info reports (the context has no .git).
+ARG CARVE_COMMIT=unknown
+ENV CARVE_COMMIT=${CARVE_COMMIT}
 RUN cargo build --release --locked -p carve --bin carve ${CARGO_OPTIONS} \
  && install -D -m 0755 target/release/carve /out/carve
 

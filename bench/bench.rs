@@ -509,6 +509,7 @@ async fn in_process_capacity(
             node_id: "bench".into(),
             driver_name: "carve.dev".into(),
             max_volumes: 0,
+            metrics_address: None,
             config: cfg,
         },
         runner,

@@ -60,6 +60,7 @@ build -t "$image" \
     --build-arg BASE_IMAGE="$base" \
     --build-arg APT_OPTIONS="$apt_options" \
     --build-arg CARGO_OPTIONS=--offline \
+    --build-arg CARVE_COMMIT="$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)" \
     --volume "$cargo_home/registry:/root/.cargo/registry" \
     -f Dockerfile . >"$work/build.log" 2>&1 ||
     { tail -40 "$work/build.log" >&2; echo "image: build failed (full log: $work/build.log)" >&2; exit 1; }

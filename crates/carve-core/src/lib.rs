@@ -13,6 +13,7 @@
 //! - [`engine`]: the volume engine: the LVM state cache, capacity, health,
 //!   the per-volume in-flight guard, copy jobs and the fill of restored and
 //!   cloned volumes.
+//! - [`telemetry`]: counters and timings of the commands carve runs.
 //! - [`crash`]: named crash points, compiled in only for crash-safety tests.
 
 #![deny(unsafe_code)]
@@ -24,3 +25,4 @@ pub mod host;
 pub mod layout;
 pub mod lvm;
 pub mod names;
+pub mod telemetry;

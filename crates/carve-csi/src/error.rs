@@ -234,13 +234,14 @@ where
     E: RpcError,
     Status: From<E>,
 {
-    let task = tokio::spawn(async move {
+    // The task carries the RPC's span: what it logs names the RPC and volume.
+    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
         let r = f.await;
         if let Err(e) = &r {
             log_failure(rpc, e);
         }
         r
-    });
+    }));
     joined(rpc, task.await)
 }
 

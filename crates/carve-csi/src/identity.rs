@@ -31,21 +31,7 @@ impl IdentityService {
     /// otherwise be restarted by livenessprobe for ever. Its class has zero
     /// capacity instead, and the absence is logged when it changes.
     fn ready(&self) -> Result<(), String> {
-        let (last_ok, last_error) = self.state.last_refresh();
-        if let Some(e) = last_error {
-            return Err(format!("the last LVM report failed: {e}"));
-        }
-        let Some(last_ok) = last_ok else {
-            return Err("LVM has not answered yet".into());
-        };
-        let stale = self.config.refresh_interval() * 3 + self.config.lvm_timeout();
-        if last_ok.elapsed() > stale {
-            return Err(format!(
-                "no LVM report has succeeded for {:?} (refresh stalled?)",
-                last_ok.elapsed()
-            ));
-        }
-        let view = self.state.get().ok_or("no LVM view yet")?;
+        let view = readiness(&self.state, &self.config)?;
         let absent = absent(&view);
         let mut last = self.absent.lock().expect("absent lock");
         if *last != absent {
@@ -58,6 +44,29 @@ impl IdentityService {
         }
         Ok(())
     }
+}
+
+/// Probe's answer (see [`IdentityService::ready`]), shared with the metrics'
+/// `carve_ready`: the current view when ready, else why not.
+pub(crate) fn readiness(
+    state: &StateCache,
+    config: &Config,
+) -> Result<Arc<carve_core::engine::state::View>, String> {
+    let (last_ok, last_error) = state.last_refresh();
+    if let Some(e) = last_error {
+        return Err(format!("the last LVM report failed: {e}"));
+    }
+    let Some(last_ok) = last_ok else {
+        return Err("LVM has not answered yet".into());
+    };
+    let stale = config.refresh_interval() * 3 + config.lvm_timeout();
+    if last_ok.elapsed() > stale {
+        return Err(format!(
+            "no LVM report has succeeded for {:?} (refresh stalled?)",
+            last_ok.elapsed()
+        ));
+    }
+    state.get().ok_or_else(|| "no LVM view yet".to_string())
 }
 
 /// The configured VGs and thin pools LVM does not show, one line per class:

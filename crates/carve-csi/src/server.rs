@@ -34,6 +34,12 @@ pub enum ServeError {
     },
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics endpoint {address}: {source}")]
+    Metrics {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// `unix:///run/carve/csi.sock` → `/run/carve/csi.sock`.
@@ -101,6 +107,8 @@ pub struct Options {
     pub driver_name: String,
     /// NodeGetInfo's max_volumes_per_node; 0 = no limit.
     pub max_volumes: i64,
+    /// Where to serve Prometheus metrics (HOST:PORT); none when `None`.
+    pub metrics_address: Option<String>,
     pub config: Config,
 }
 
@@ -161,6 +169,21 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), ServeError> {
     let path = socket_path(&opts.endpoint)?;
     let s = services(&opts, runner);
+    // Bound first: a bad address stops carve before it touches LVM.
+    let metrics = match &opts.metrics_address {
+        Some(address) => {
+            let listener = crate::metrics::http::bind(address)
+                .await
+                .map_err(|source| ServeError::Metrics {
+                    address: address.clone(),
+                    source,
+                })?;
+            let registry = Arc::new(crate::metrics::registry(s.controller.clone()));
+            tracing::info!(%address, "serving metrics at /metrics");
+            Some(tokio::spawn(crate::metrics::http::serve(listener, registry)))
+        }
+        None => None,
+    };
     // Every later lvm command opens only the PVs of the configured VGs.
     let mut vgs: Vec<String> = opts
         .config
@@ -189,6 +212,9 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
         .add_service(NodeServer::new(s.node));
     let result = serve_until_signal(router, listener).await;
     refresher.abort();
+    if let Some(m) = metrics {
+        m.abort();
+    }
     let _ = std::fs::remove_file(&path);
     result.map_err(ServeError::from)
 }
@@ -196,7 +222,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
 /// Serves `router` on `listener` until SIGTERM or SIGINT, then lets requests
 /// in flight finish for up to [`SHUTDOWN_GRACE`].
 pub(crate) async fn serve_until_signal(
-    router: tonic::transport::server::Router,
+    router: crate::grpc_compat::Router,
     listener: tokio::net::UnixListener,
 ) -> Result<(), tonic::transport::Error> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

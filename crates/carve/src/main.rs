@@ -21,8 +21,18 @@ struct Cli {
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `carve=debug`).
     #[arg(long, env = "CARVE_LOG", default_value = "info", global = true)]
     log: String,
+    /// Log line format: `text` (for people) or `json` (one object per line,
+    /// with the RPC's span: method, volume_id, snapshot_id, name).
+    #[arg(long, env = "CARVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -76,17 +86,30 @@ struct ServeArgs {
     /// The lvm binary to run.
     #[arg(long, env = "CARVE_LVM", default_value = "lvm")]
     lvm: String,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDRESS/metrics,
+    /// e.g. `0.0.0.0:9842`; off when not set. docs/metrics.md lists them.
+    #[arg(long, env = "CARVE_METRICS_ADDRESS")]
+    metrics_address: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The current span (the RPC's) on every line; its parents add nothing.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Serve(args) => serve(args),
@@ -147,6 +170,13 @@ fn validated(args: &ServeArgs) -> Result<Config, String> {
     }
     if args.driver_name.is_empty() {
         return Err("--driver-name must not be empty".into());
+    }
+    if let Some(a) = &args.metrics_address {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "--metrics-address {a:?} must be HOST:PORT with an IP address (e.g. 0.0.0.0:9842)"
+            ));
+        }
     }
     Ok(config)
 }
@@ -214,6 +244,7 @@ async fn run(args: ServeArgs, config: Config) -> ExitCode {
         node_id: args.node_id,
         driver_name: args.driver_name,
         max_volumes: args.max_volumes_per_node,
+        metrics_address: args.metrics_address,
         config,
     };
     match carve_csi::server::serve(opts, runner).await {

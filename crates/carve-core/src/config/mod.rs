@@ -33,7 +33,33 @@ pub struct Config {
     /// measures and removes (kubelet's, on Kubernetes). A path from the CO
     /// that resolves anywhere else is refused.
     pub node_path_roots: Vec<std::path::PathBuf>,
+    /// When a thin pool's fill makes its volumes abnormal, and when it stops
+    /// taking new volumes.
+    pub pool_limits: PoolLimits,
+    /// Most volumes with metric series of their own (the rest are counted).
+    pub metrics_volume_limit: usize,
     pub device_classes: Vec<DeviceClass>,
+}
+
+/// Thin pool fill thresholds, in percent of data or metadata used.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolLimits {
+    /// At or above it, the pool's volumes are abnormal (a warning that the
+    /// pool needs room before writes start to fail).
+    pub warning_percent: f64,
+    /// At or above it, the pool's classes offer no capacity and CreateVolume
+    /// refuses new volumes in it: promising more to a pool about to run out
+    /// turns into I/O errors.
+    pub full_percent: f64,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            warning_percent: default_pool_warning(),
+            full_percent: default_pool_full(),
+        }
+    }
 }
 
 /// The file as written.
@@ -50,6 +76,12 @@ struct RawConfig {
     copy_workers: usize,
     #[serde(default = "default_node_path_roots")]
     node_path_roots: Vec<String>,
+    #[serde(default = "default_pool_warning")]
+    thin_pool_warning_percent: f64,
+    #[serde(default = "default_pool_full")]
+    thin_pool_full_percent: f64,
+    #[serde(default = "default_metrics_volume_limit")]
+    metrics_volume_limit: usize,
     #[serde(rename = "device_class", default)]
     device_classes: Vec<class::RawDeviceClass>,
 }
@@ -110,6 +142,15 @@ fn default_copy_wait() -> u64 {
 }
 fn default_copy_workers() -> usize {
     2
+}
+fn default_pool_warning() -> f64 {
+    80.0
+}
+fn default_pool_full() -> f64 {
+    95.0
+}
+fn default_metrics_volume_limit() -> usize {
+    1000
 }
 fn default_node_path_roots() -> Vec<String> {
     vec!["/var/lib/kubelet".into()]
@@ -195,6 +236,11 @@ impl Config {
             copy_wait_seconds: raw.copy_wait_seconds,
             copy_workers: raw.copy_workers,
             node_path_roots: raw.node_path_roots.iter().map(Into::into).collect(),
+            pool_limits: PoolLimits {
+                warning_percent: raw.thin_pool_warning_percent,
+                full_percent: raw.thin_pool_full_percent,
+            },
+            metrics_volume_limit: raw.metrics_volume_limit,
             device_classes,
         })
     }
@@ -236,6 +282,17 @@ fn check_tuning(raw: &RawConfig) -> Result<(), (&'static str, &'static str)> {
     }
     if !(1..=64).contains(&raw.copy_workers) {
         return Err(("copy_workers", "must be between 1 and 64"));
+    }
+    if !(raw.thin_pool_full_percent > 0.0 && raw.thin_pool_full_percent <= 100.0) {
+        return Err(("thin_pool_full_percent", "must be above 0 and at most 100"));
+    }
+    if !(raw.thin_pool_warning_percent > 0.0
+        && raw.thin_pool_warning_percent <= raw.thin_pool_full_percent)
+    {
+        return Err((
+            "thin_pool_warning_percent",
+            "must be above 0 and at most thin_pool_full_percent",
+        ));
     }
     if raw.node_path_roots.is_empty() {
         return Err(("node_path_roots", "at least one directory is required"));
@@ -380,6 +437,14 @@ mod tests {
             (
                 "[[device_class]]\nname='a'\nvolume_group='vg'\ntype='thick'\nbogus=1\n",
                 "bogus",
+            ),
+            (
+                "thin_pool_full_percent=101\n[[device_class]]\nname='a'\nvolume_group='vg'\ntype='thick'\n",
+                "thin_pool_full_percent",
+            ),
+            (
+                "thin_pool_warning_percent=96\n[[device_class]]\nname='a'\nvolume_group='vg'\ntype='thick'\n",
+                "thin_pool_warning_percent",
             ),
         ];
         for (text, want) in cases {

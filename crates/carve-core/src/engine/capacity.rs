@@ -2,12 +2,9 @@
 //! Pure functions: the cache in [`crate::engine::state`] calls them once per refresh
 //! and GetCapacity only reads the result.
 
-use crate::config::{DeviceClass, Provisioning};
+use crate::config::{DeviceClass, PoolLimits, Provisioning};
+use crate::engine::pools::{Level, PoolFill};
 use crate::lvm::{LvmState, VgInfo};
-
-/// A thin pool at or above this data or metadata fill offers no new space:
-/// promising more to a pool that is about to run out turns into I/O errors.
-pub const THIN_FULL_PERCENT: f64 = 95.0;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassCapacity {
@@ -19,6 +16,9 @@ pub struct ClassCapacity {
     pub minimum_volume_size: u64,
     /// Size granule: requests are rounded up to a multiple of this.
     pub granule: u64,
+    /// Why a thin class offers nothing: its pool is at or above
+    /// `thin_pool_full_percent` (the pool and the figure).
+    pub pool_full: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -44,8 +44,12 @@ fn round_down(v: u64, granule: u64) -> u64 {
 ///   when a layout needs k PVs.
 /// - thin: pool size × over-provision ratio minus `spare` minus the virtual size
 ///   already promised to thin LVs in the pool (anyone's, not only carve's);
-///   zero when the pool's data or metadata is nearly full.
-pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, CapacityError> {
+///   zero when the pool's data or metadata is at or above `limits.full_percent`.
+pub fn compute(
+    class: &DeviceClass,
+    state: &LvmState,
+    limits: &PoolLimits,
+) -> Result<ClassCapacity, CapacityError> {
     let vg = state
         .vgs
         .get(&class.volume_group)
@@ -63,21 +67,16 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
                     vg: class.volume_group.clone(),
                     pool: pool_name.to_string(),
                 })?;
-            let committed: u64 = state
-                .lvs_in(&class.volume_group)
-                .filter(|l| l.is_thin_volume() && l.pool == pool_name)
-                .map(|l| l.size)
-                .sum();
+            let fill = PoolFill::of(pool, state, limits);
             let offered = (pool.size as f64 * class.over_provision_ratio) as u64;
-            let full = pool.data_percent.unwrap_or(0.0) >= THIN_FULL_PERCENT
-                || pool.metadata_percent.unwrap_or(0.0) >= THIN_FULL_PERCENT;
+            let full = fill.level == Level::Full;
             let available = if full {
                 0
             } else {
                 round_down(
                     offered
                         .saturating_sub(class.spare)
-                        .saturating_sub(committed),
+                        .saturating_sub(fill.committed),
                     granule,
                 )
             };
@@ -86,6 +85,7 @@ pub fn compute(class: &DeviceClass, state: &LvmState) -> Result<ClassCapacity, C
                 maximum_volume_size: available,
                 minimum_volume_size: granule,
                 granule,
+                pool_full: full.then(|| fill.describe(limits)),
             })
         }
     }
@@ -127,6 +127,7 @@ fn thick(class: &DeviceClass, vg: &VgInfo, extent: u64, granule: u64) -> ClassCa
         maximum_volume_size: round_down(available.min(per_pv_limit), granule),
         minimum_volume_size: granule,
         granule,
+        pool_full: None,
     }
 }
 
@@ -150,7 +151,7 @@ mod tests {
     fn thick_is_vg_free_minus_spare() {
         let s = parse_fullreport(FIXTURE).unwrap();
         let c = class("volume_group='vgthick'\ntype='thick'\nspare='100Mi'");
-        let cap = compute(&c, &s).unwrap();
+        let cap = compute(&c, &s, &PoolLimits::default()).unwrap();
         let free = s.vgs["vgthick"].free;
         assert_eq!(cap.available, free - 100 * MI);
         assert_eq!(cap.maximum_volume_size, cap.available);
@@ -161,7 +162,7 @@ mod tests {
     fn raid1_halves_and_needs_two_pvs() {
         let s = parse_fullreport(FIXTURE).unwrap();
         let c = class("volume_group='vgraid'\ntype='thick'\nraid='raid1'");
-        let cap = compute(&c, &s).unwrap();
+        let cap = compute(&c, &s, &PoolLimits::default()).unwrap();
         let vg = &s.vgs["vgraid"];
         assert_eq!(
             cap.available,
@@ -170,7 +171,7 @@ mod tests {
         assert!(cap.maximum_volume_size <= vg.pvs[1].free);
         // Three copies cannot fit on two PVs at all.
         let c3 = class("volume_group='vgraid'\ntype='thick'\nraid='raid1'\nmirrors=2");
-        assert_eq!(compute(&c3, &s).unwrap().maximum_volume_size, 0);
+        assert_eq!(compute(&c3, &s, &PoolLimits::default()).unwrap().maximum_volume_size, 0);
     }
 
     #[test]
@@ -179,7 +180,7 @@ mod tests {
         let c = class(
             "volume_group='vgthick'\ntype='thin'\nthin_pool='pool0'\nover_provision_ratio=4.0",
         );
-        let cap = compute(&c, &s).unwrap();
+        let cap = compute(&c, &s, &PoolLimits::default()).unwrap();
         // pool 1 GiB x 4 = 4 GiB, 2 GiB already promised to the thin LV.
         assert_eq!(cap.available, 2048 * MI);
         assert_eq!(cap.maximum_volume_size, 2048 * MI);
@@ -194,7 +195,18 @@ mod tests {
         let c = class(
             "volume_group='vgthick'\ntype='thin'\nthin_pool='pool0'\nover_provision_ratio=10.0",
         );
-        assert_eq!(compute(&c, &s).unwrap().available, 0);
+        let cap = compute(&c, &s, &PoolLimits::default()).unwrap();
+        assert_eq!(cap.available, 0);
+        assert_eq!(
+            cap.pool_full.as_deref(),
+            Some("thin pool vgthick/pool0 metadata is 96.0% used (full at 95%)")
+        );
+        // The threshold is the configured one.
+        let lax = PoolLimits {
+            warning_percent: 80.0,
+            full_percent: 97.0,
+        };
+        assert!(compute(&c, &s, &lax).unwrap().available > 0);
     }
 
     #[test]
@@ -209,8 +221,8 @@ mod tests {
     fn missing_vg_or_pool_is_an_error() {
         let s = parse_fullreport(FIXTURE).unwrap();
         let c = class("volume_group='nope'\ntype='thick'");
-        assert_eq!(compute(&c, &s), Err(CapacityError::NoVg("nope".into())));
+        assert_eq!(compute(&c, &s, &PoolLimits::default()), Err(CapacityError::NoVg("nope".into())));
         let c = class("volume_group='vgthick'\ntype='thin'\nthin_pool='foreign'");
-        assert!(matches!(compute(&c, &s), Err(CapacityError::NoPool { .. })));
+        assert!(matches!(compute(&c, &s, &PoolLimits::default()), Err(CapacityError::NoPool { .. })));
     }
 }

@@ -4,7 +4,7 @@
 //! stat of the node RPCs) a few dozen restores would starve every stage and
 //! unpublish on the node.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,25 @@ use crate::host::copy::{self, Copied, CopyError};
 pub struct Copiers {
     slots: Arc<Semaphore>,
     workers: usize,
+    /// Copies waiting for a worker.
+    queued: AtomicUsize,
+}
+
+/// Counts one copy in line for as long as it waits (also when its waiting
+/// future is dropped).
+struct InLine<'a>(&'a AtomicUsize);
+
+impl<'a> InLine<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        InLine(n)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Copiers {
@@ -23,12 +42,18 @@ impl Copiers {
         Copiers {
             slots: Arc::new(Semaphore::new(workers.max(1))),
             workers: workers.max(1),
+            queued: AtomicUsize::new(0),
         }
     }
 
     /// Copies running now.
     pub fn running(&self) -> usize {
         self.workers - self.slots.available_permits()
+    }
+
+    /// Copies waiting in line for a worker now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
     }
 
     /// Copies `bytes` from `src` to `dst` for `job` once a worker is free.
@@ -44,6 +69,7 @@ impl Copiers {
             Ok(p) => p,
             Err(_) => {
                 tracing::info!(copy = %job.what, running = self.running(), workers = self.workers, "block copy queued: every copy worker is busy");
+                let _queued = InLine::new(&self.queued);
                 loop {
                     let wait = self.slots.clone().acquire_owned();
                     match tokio::time::timeout(Duration::from_millis(500), wait).await {

@@ -3,7 +3,9 @@
 //! whole yet. Shared by ControllerGetVolume, ListVolumes and NodeGetVolumeStats
 //! (as CSI's VolumeCondition).
 
+use crate::config::PoolLimits;
 use crate::engine::jobs::Progress;
+use crate::engine::pools::{Level, PoolFill};
 use crate::lvm::report::LvHealth;
 use crate::lvm::{LvInfo, LvmState};
 
@@ -26,7 +28,10 @@ pub enum Fill {
 
 /// `abnormal` with a message an operator can act on, or "volume is healthy".
 /// `fill` is what carve knows of the job that fills the volume.
-pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill) -> Condition {
+/// A thin volume is abnormal too while its pool is at or above
+/// `limits.warning_percent` of data or metadata: writes start failing when
+/// the pool runs out, and the volume's owner should hear it first.
+pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill, limits: &PoolLimits) -> Condition {
     let mut problems = Vec::new();
     if lv.tag(crate::names::TAG_INCOMPLETE).is_some() {
         problems.push(match fill {
@@ -67,8 +72,9 @@ pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill) -> Condition {
                     )),
                     _ => {}
                 }
-                if pool.data_percent.unwrap_or(0.0) >= 100.0 {
-                    problems.push(format!("thin pool {} data is 100% full", pool.name));
+                let f = PoolFill::of(pool, state, limits);
+                if f.level >= Level::Warning {
+                    problems.push(f.describe(limits));
                 }
             }
         }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,22 @@ pub struct Jobs {
     /// a new job starts for the key or it is cancelled, so health reports
     /// can say why a volume is still unfinished.
     failed: Mutex<HashMap<String, String>>,
+    /// Bytes copied by jobs that have ended (for the metrics' running total).
+    ended_bytes: AtomicU64,
+    /// Jobs ended: done, failed, cancelled.
+    ended: [AtomicU64; 3],
+}
+
+/// What the jobs have done since start, for the metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobStats {
+    /// Each job running now: its key and progress.
+    pub running: Vec<(String, Progress)>,
+    /// Bytes copied by every job, ended or running.
+    pub copied_bytes: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub cancelled: u64,
 }
 
 /// What [`Jobs::start`] found or did.
@@ -156,6 +172,16 @@ impl Jobs {
         tokio::spawn(async move {
             let outcome = fut.await;
             let mut running = me.running.lock().expect("jobs lock");
+            // Under the running lock, so a reader of stats() never counts
+            // this job's bytes twice or not at all.
+            me.ended_bytes
+                .fetch_add(j.control.done.load(Ordering::SeqCst), Ordering::SeqCst);
+            let slot = match outcome {
+                Outcome::Done => 0,
+                Outcome::Failed(_) => 1,
+                Outcome::Cancelled => 2,
+            };
+            me.ended[slot].fetch_add(1, Ordering::SeqCst);
             // A failure stays registered until a caller takes it.
             if !matches!(outcome, Outcome::Failed(_))
                 && running.get(&j.key).is_some_and(|r| Arc::ptr_eq(r, &j))
@@ -195,6 +221,24 @@ impl Jobs {
             job.cancel();
             let mut rx = job.outcome.subscribe();
             let _ = rx.wait_for(|o| o.is_some()).await;
+        }
+    }
+
+    /// Jobs running now, and what all jobs did since start.
+    pub fn stats(&self) -> JobStats {
+        let running = self.running.lock().expect("jobs lock");
+        let now: Vec<(String, Progress)> = running
+            .values()
+            .filter(|j| j.outcome().is_none())
+            .map(|j| (j.key.clone(), j.progress()))
+            .collect();
+        JobStats {
+            copied_bytes: self.ended_bytes.load(Ordering::SeqCst)
+                + now.iter().map(|(_, p)| p.done).sum::<u64>(),
+            running: now,
+            done: self.ended[0].load(Ordering::SeqCst),
+            failed: self.ended[1].load(Ordering::SeqCst),
+            cancelled: self.ended[2].load(Ordering::SeqCst),
         }
     }
 

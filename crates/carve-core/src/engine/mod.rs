@@ -7,4 +7,5 @@ pub mod fill;
 pub mod health;
 pub mod inflight;
 pub mod jobs;
+pub mod pools;
 pub mod state;

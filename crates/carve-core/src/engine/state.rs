@@ -41,7 +41,7 @@ impl View {
         let capacity = config
             .device_classes
             .iter()
-            .map(|c| (c.name.clone(), capacity::compute(c, &lvm)))
+            .map(|c| (c.name.clone(), capacity::compute(c, &lvm, &config.pool_limits)))
             .collect();
         View { lvm, capacity }
     }
@@ -84,6 +84,8 @@ pub struct StateCache {
     seq: AtomicU64,
     health: Mutex<Health>,
     poke: Notify,
+    /// Thin pools' last levels, so each crossing is logged once.
+    crossings: crate::engine::pools::Crossings,
 }
 
 /// How the last refresh went: what Probe reads instead of running lvm.
@@ -106,6 +108,7 @@ impl StateCache {
             seq: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
             poke: Notify::new(),
+            crossings: Default::default(),
         })
     }
 
@@ -207,6 +210,8 @@ impl StateCache {
         cache.view = Arc::new(self.build(&cache.base, &cache.pending));
         let view = cache.view.clone();
         drop(guard);
+        let pools = crate::engine::pools::configured(&self.config, &view.lvm);
+        self.crossings.observe(&pools, &self.config.pool_limits);
         let mut h = self.health.lock().expect("health lock");
         h.last_ok = Some(Instant::now());
         h.last_error = None;

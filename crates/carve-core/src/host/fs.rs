@@ -178,8 +178,13 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<exec::Finished, CommandError> {
     let line = exec::display(program, args);
-    tracing::debug!(command = %line, "exec");
-    match exec::run(program, args, &[], timeout).await {
+    let started = std::time::Instant::now();
+    let r = exec::run(program, args, &[], timeout).await;
+    let took = started.elapsed();
+    let ok = matches!(&r, Ok(f) if f.success());
+    crate::telemetry::commands().tool(program, took, ok);
+    tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, ok, "exec");
+    match r {
         Ok(f) if f.success() => Ok(f),
         Ok(f) => Err(CommandError {
             command: line,

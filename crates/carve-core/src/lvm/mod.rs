@@ -96,15 +96,28 @@ impl Lvm {
     }
 
     async fn run_checked(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
+        use crate::telemetry::{commands, lvm_subcommand, Ended};
         let line = exec::display("lvm", &args);
+        let subcommand = lvm_subcommand(&args);
         let started = Instant::now();
-        let out = self.runner.run(args).await?;
-        tracing::debug!(command = %line, elapsed_ms = started.elapsed().as_millis() as u64, code = ?out.code, "lvm");
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(LvmError::from_exit(line, out.code, &out.stderr))
+        let r = self.runner.run(args).await;
+        let took = started.elapsed();
+        let r = match r {
+            Ok(out) if out.success() => Ok(out),
+            Ok(out) => Err(LvmError::from_exit(line.clone(), out.code, &out.stderr)),
+            Err(e) => Err(e),
+        };
+        let ended = match &r {
+            Ok(_) => Ended::Ok,
+            Err(e) if e.kind == LvmErrorKind::Timeout => Ended::TimedOut,
+            Err(_) => Ended::Failed,
+        };
+        commands().lvm(subcommand, took, ended);
+        match &r {
+            Ok(out) => tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, code = ?out.code, "lvm"),
+            Err(e) => tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, error = %e, "lvm failed"),
         }
+        r
     }
 
     /// The write lock of one VG, and through it the only way to change the VG

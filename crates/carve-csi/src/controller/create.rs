@@ -65,12 +65,14 @@ pub enum CreateVolumeError {
     },
     #[error("the capacity of device class {0} is not computed yet")]
     NotComputed(String),
-    #[error("device class {class} can hold at most {max} bytes in one volume now ({available} available); {requested} requested")]
+    #[error("device class {class} can hold at most {max} bytes in one volume now ({available} available{why}); {requested} requested")]
     NoRoom {
         class: String,
         max: u64,
         available: u64,
         requested: u64,
+        /// "; thin pool vg/p data is 96.0% used (full at 95%)", or nothing.
+        why: String,
     },
     #[error("volume {name:?} exists with {why}")]
     Conflict { name: String, why: String },
@@ -237,6 +239,11 @@ impl ControllerService {
                         max: cap.maximum_volume_size,
                         available: cap.available,
                         requested: size,
+                        why: cap
+                            .pool_full
+                            .as_ref()
+                            .map(|w| format!(": {w}"))
+                            .unwrap_or_default(),
                     });
                 }
                 self.create_lv(&req, &want, &lv_name, size, source.as_ref())

@@ -416,7 +416,7 @@ impl ControllerService {
             (None, Some(e)) => Fill::Failed(e),
             (None, None) => Fill::Idle,
         };
-        let c = condition(lv, state, fill);
+        let c = condition(lv, state, fill, &self.config.pool_limits);
         csi::VolumeCondition {
             abnormal: c.abnormal,
             message: c.message,
@@ -436,6 +436,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::CreateVolumeRequest>,
     ) -> Result<Response<csi::CreateVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let wait = create::copy_wait(r.metadata(), self.config.copy_wait());
         let me = self.arc();
         detached("CreateVolume", async move {
@@ -448,6 +449,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::DeleteVolumeRequest>,
     ) -> Result<Response<csi::DeleteVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.arc();
         detached(
             "DeleteVolume",
@@ -474,6 +476,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::ValidateVolumeCapabilitiesRequest>,
     ) -> Result<Response<csi::ValidateVolumeCapabilitiesResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         logged("ValidateVolumeCapabilities", self.validate(r.into_inner())).await
     }
 
@@ -525,6 +528,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::CreateSnapshotRequest>,
     ) -> Result<Response<csi::CreateSnapshotResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.arc();
         detached("CreateSnapshot", async move {
             me.create_snapshot(r.into_inner()).await
@@ -536,6 +540,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::DeleteSnapshotRequest>,
     ) -> Result<Response<csi::DeleteSnapshotResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.arc();
         detached("DeleteSnapshot", async move {
             me.delete_snapshot(r.into_inner()).await
@@ -547,6 +552,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::ListSnapshotsRequest>,
     ) -> Result<Response<csi::ListSnapshotsResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         logged("ListSnapshots", self.list_snapshots(r.into_inner())).await
     }
 
@@ -554,6 +560,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::GetSnapshotRequest>,
     ) -> Result<Response<csi::GetSnapshotResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         logged("GetSnapshot", self.get_snapshot(r.into_inner())).await
     }
 
@@ -561,6 +568,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::ControllerExpandVolumeRequest>,
     ) -> Result<Response<csi::ControllerExpandVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.arc();
         detached("ControllerExpandVolume", async move {
             me.expand(r.into_inner()).await
@@ -572,6 +580,7 @@ impl Controller for ControllerService {
         &self,
         r: Request<csi::ControllerGetVolumeRequest>,
     ) -> Result<Response<csi::ControllerGetVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         logged("ControllerGetVolume", self.get_volume(r.into_inner())).await
     }
 

@@ -45,13 +45,22 @@ pub const MAX_CONNECTIONS: usize = 128;
 pub const MAX_STREAMS: u32 = 128;
 
 /// The tonic server every carve endpoint uses, with the limits the rewriter
-/// also enforces advertised to clients.
-pub fn server_builder() -> tonic::transport::Server {
+/// also enforces advertised to clients, and a span and counters per RPC
+/// ([`crate::metrics::rpc::RpcLayer`]).
+pub fn server_builder(
+) -> tonic::transport::Server<tower::layer::util::Stack<crate::metrics::rpc::RpcLayer, tower::layer::util::Identity>>
+{
     tonic::transport::Server::builder()
         .max_frame_size(MAX_FRAME as u32)
         .http2_max_header_list_size(MAX_HEADER_LIST as u32)
         .max_concurrent_streams(MAX_STREAMS)
+        .layer(crate::metrics::rpc::RpcLayer)
 }
+
+/// The router of [`server_builder`]'s server.
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<crate::metrics::rpc::RpcLayer, tower::layer::util::Identity>,
+>;
 
 /// Hands out one permit per live connection.
 #[derive(Clone)]

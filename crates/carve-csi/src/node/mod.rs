@@ -290,6 +290,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeStageVolumeRequest>,
     ) -> Result<Response<csi::NodeStageVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached(
             "NodeStageVolume",
@@ -302,6 +303,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeUnstageVolumeRequest>,
     ) -> Result<Response<csi::NodeUnstageVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached("NodeUnstageVolume", async move {
             me.unstage(r.into_inner()).await
@@ -313,6 +315,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodePublishVolumeRequest>,
     ) -> Result<Response<csi::NodePublishVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached("NodePublishVolume", async move {
             me.publish(r.into_inner()).await
@@ -324,6 +327,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeUnpublishVolumeRequest>,
     ) -> Result<Response<csi::NodeUnpublishVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached("NodeUnpublishVolume", async move {
             me.unpublish(r.into_inner()).await
@@ -335,6 +339,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeGetVolumeStatsRequest>,
     ) -> Result<Response<csi::NodeGetVolumeStatsResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached("NodeGetVolumeStats", async move {
             me.stats(r.into_inner()).await
@@ -346,6 +351,7 @@ impl Node for NodeService {
         &self,
         r: Request<csi::NodeExpandVolumeRequest>,
     ) -> Result<Response<csi::NodeExpandVolumeResponse>, Status> {
+        crate::metrics::rpc::note(&r);
         let me = self.clone();
         detached("NodeExpandVolume", async move {
             me.expand(r.into_inner()).await

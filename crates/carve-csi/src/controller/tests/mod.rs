@@ -46,6 +46,7 @@ async fn setup_services() -> (crate::server::Services, Arc<FakeLvm>) {
         node_id: "node-a".into(),
         driver_name: "carve.dev".into(),
         max_volumes: 0,
+        metrics_address: None,
         config: Config::parse(CONFIG, "test").unwrap(),
     };
     let s = services(&opts, runner.clone());

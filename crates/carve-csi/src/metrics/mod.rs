@@ -1,0 +1,32 @@
+//! Prometheus metrics (docs/metrics.md lists every one): what carve's RPCs
+//! and commands did ([`rpc`], and carve-core's command counters), the node's
+//! state at scrape time ([`node`]), the process ([`process`]), served over
+//! HTTP when `--metrics-address` is set ([`http`]).
+
+pub mod http;
+pub mod node;
+pub mod process;
+pub mod rpc;
+
+use std::sync::Arc;
+
+use prometheus_client::registry::Registry;
+
+use crate::controller::ControllerService;
+
+/// Every metric carve exports, for one node service.
+pub fn registry(controller: Arc<ControllerService>) -> Registry {
+    let mut r = Registry::default();
+    rpc::rpc_metrics().register(&mut r);
+    carve_core::telemetry::commands().register(&mut r);
+    r.register_collector(Box::new(node::NodeCollector { controller }));
+    r.register_collector(Box::new(process::ProcessCollector::default()));
+    r
+}
+
+/// The OpenMetrics text of `registry`, `# EOF` included.
+pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut s = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut s, registry)?;
+    Ok(s)
+}
