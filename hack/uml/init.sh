@@ -31,6 +31,8 @@ while [ $i -lt 16 ]; do
 done
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /dev/shm
+# Loopback up: the metrics tests scrape carve on 127.0.0.1.
+ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null
 
 # An image root sees the host only where it needs to: the working directory,
 # the job directory and the kernel modules, each at its host path (hostfs).

@@ -76,7 +76,9 @@ impl Commands {
     pub fn lvm(&self, subcommand: String, took: Duration, ended: Ended) {
         let l = [("command", subcommand)];
         self.lvm_runs.get_or_create(&l).inc();
-        self.lvm_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.lvm_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
         if ended != Ended::Ok {
             self.lvm_failures.get_or_create(&l).inc();
         }
@@ -88,7 +90,9 @@ impl Commands {
     pub fn tool(&self, program: &str, took: Duration, ok: bool) {
         let l = [("program", tool_name(program))];
         self.tool_runs.get_or_create(&l).inc();
-        self.tool_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.tool_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
         if !ok {
             self.tool_failures.get_or_create(&l).inc();
         }

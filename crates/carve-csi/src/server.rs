@@ -180,7 +180,9 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
                 })?;
             let registry = Arc::new(crate::metrics::registry(s.controller.clone()));
             tracing::info!(%address, "serving metrics at /metrics");
-            Some(tokio::spawn(crate::metrics::http::serve(listener, registry)))
+            Some(tokio::spawn(crate::metrics::http::serve(
+                listener, registry,
+            )))
         }
         None => None,
     };

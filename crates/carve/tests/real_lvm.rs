@@ -23,6 +23,8 @@ mod controller;
 mod crash;
 #[path = "real_lvm/hardening.rs"]
 mod hardening;
+#[path = "real_lvm/metrics.rs"]
+mod metrics;
 #[path = "real_lvm/node.rs"]
 mod node;
 #[path = "real_lvm/node_safety.rs"]
@@ -57,6 +59,8 @@ struct Carve {
 struct Opts {
     node: Option<String>,
     env: Vec<(String, String)>,
+    /// More arguments of `carve serve`.
+    args: Vec<String>,
 }
 
 impl Opts {
@@ -84,6 +88,14 @@ impl Opts {
     /// One of carve-core's test-build knobs (crash.rs), set in carve's environment.
     fn and_env(mut self, key: &str, value: impl ToString) -> Opts {
         self.env.push((key.into(), value.to_string()));
+        self
+    }
+    /// Metrics served on 127.0.0.1:`port`.
+    fn metrics(port: u16) -> Opts {
+        Opts::default().and_arg(&format!("--metrics-address=127.0.0.1:{port}"))
+    }
+    fn and_arg(mut self, arg: &str) -> Opts {
+        self.args.push(arg.into());
         self
     }
     fn node(name: &str) -> Opts {
@@ -147,6 +159,7 @@ impl Carve {
             .arg(format!("unix://{}", socket.display()))
             .arg("--config")
             .arg(config)
+            .args(&opts.args)
             .env("CARVE_LOG", "carve=debug,info")
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())

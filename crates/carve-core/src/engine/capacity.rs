@@ -171,7 +171,12 @@ mod tests {
         assert!(cap.maximum_volume_size <= vg.pvs[1].free);
         // Three copies cannot fit on two PVs at all.
         let c3 = class("volume_group='vgraid'\ntype='thick'\nraid='raid1'\nmirrors=2");
-        assert_eq!(compute(&c3, &s, &PoolLimits::default()).unwrap().maximum_volume_size, 0);
+        assert_eq!(
+            compute(&c3, &s, &PoolLimits::default())
+                .unwrap()
+                .maximum_volume_size,
+            0
+        );
     }
 
     #[test]
@@ -221,8 +226,14 @@ mod tests {
     fn missing_vg_or_pool_is_an_error() {
         let s = parse_fullreport(FIXTURE).unwrap();
         let c = class("volume_group='nope'\ntype='thick'");
-        assert_eq!(compute(&c, &s, &PoolLimits::default()), Err(CapacityError::NoVg("nope".into())));
+        assert_eq!(
+            compute(&c, &s, &PoolLimits::default()),
+            Err(CapacityError::NoVg("nope".into()))
+        );
         let c = class("volume_group='vgthick'\ntype='thin'\nthin_pool='foreign'");
-        assert!(matches!(compute(&c, &s, &PoolLimits::default()), Err(CapacityError::NoPool { .. })));
+        assert!(matches!(
+            compute(&c, &s, &PoolLimits::default()),
+            Err(CapacityError::NoPool { .. })
+        ));
     }
 }

@@ -97,10 +97,7 @@ pub fn configured(config: &Config, state: &LvmState) -> Vec<PoolFill> {
             continue;
         }
         seen.push((c.volume_group.as_str(), pool));
-        if let Some(lv) = state
-            .lv(&c.volume_group, pool)
-            .filter(|l| l.is_thin_pool())
-        {
+        if let Some(lv) = state.lv(&c.volume_group, pool).filter(|l| l.is_thin_pool()) {
             out.push(PoolFill::of(lv, state, &config.pool_limits));
         }
     }
@@ -124,9 +121,15 @@ impl Crossings {
             let (what, pct) = p.worst();
             let pool = format!("{}/{}", p.vg, p.pool);
             match p.level {
-                Level::Full => tracing::error!(%pool, fill = what, percent = pct, threshold = limits.full_percent, "thin pool is full: no new volumes are created in it until it has room again"),
-                Level::Warning => tracing::warn!(%pool, fill = what, percent = pct, threshold = limits.warning_percent, "thin pool is filling up: its volumes are reported abnormal"),
-                Level::Normal => tracing::info!(%pool, data_percent = p.data_percent, metadata_percent = p.metadata_percent, "thin pool is below its warning threshold again"),
+                Level::Full => {
+                    tracing::error!(%pool, fill = what, percent = pct, threshold = limits.full_percent, "thin pool is full: no new volumes are created in it until it has room again")
+                }
+                Level::Warning => {
+                    tracing::warn!(%pool, fill = what, percent = pct, threshold = limits.warning_percent, "thin pool is filling up: its volumes are reported abnormal")
+                }
+                Level::Normal => {
+                    tracing::info!(%pool, data_percent = p.data_percent, metadata_percent = p.metadata_percent, "thin pool is below its warning threshold again")
+                }
             }
         }
     }

@@ -41,7 +41,12 @@ impl View {
         let capacity = config
             .device_classes
             .iter()
-            .map(|c| (c.name.clone(), capacity::compute(c, &lvm, &config.pool_limits)))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    capacity::compute(c, &lvm, &config.pool_limits),
+                )
+            })
             .collect();
         View { lvm, capacity }
     }

@@ -114,8 +114,12 @@ impl Lvm {
         };
         commands().lvm(subcommand, took, ended);
         match &r {
-            Ok(out) => tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, code = ?out.code, "lvm"),
-            Err(e) => tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, error = %e, "lvm failed"),
+            Ok(out) => {
+                tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, code = ?out.code, "lvm")
+            }
+            Err(e) => {
+                tracing::debug!(command = %line, elapsed_ms = took.as_millis() as u64, error = %e, "lvm failed")
+            }
         }
         r
     }

@@ -47,9 +47,9 @@ pub const MAX_STREAMS: u32 = 128;
 /// The tonic server every carve endpoint uses, with the limits the rewriter
 /// also enforces advertised to clients, and a span and counters per RPC
 /// ([`crate::metrics::rpc::RpcLayer`]).
-pub fn server_builder(
-) -> tonic::transport::Server<tower::layer::util::Stack<crate::metrics::rpc::RpcLayer, tower::layer::util::Identity>>
-{
+pub fn server_builder() -> tonic::transport::Server<
+    tower::layer::util::Stack<crate::metrics::rpc::RpcLayer, tower::layer::util::Identity>,
+> {
     tonic::transport::Server::builder()
         .max_frame_size(MAX_FRAME as u32)
         .http2_max_header_list_size(MAX_HEADER_LIST as u32)

@@ -82,7 +82,11 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let text = "text/plain; charset=utf-8";
     if req.uri().path() != "/metrics" {
-        return Ok(reply(StatusCode::NOT_FOUND, text, "only /metrics is served\n".into()));
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            text,
+            "only /metrics is served\n".into(),
+        ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(reply(

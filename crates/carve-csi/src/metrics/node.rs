@@ -35,7 +35,12 @@ fn gauges<V: EncodeGaugeValue>(
 }
 
 /// One gauge without labels.
-fn gauge<V: EncodeGaugeValue>(enc: &mut DescriptorEncoder, name: &str, help: &str, v: V) -> fmt::Result {
+fn gauge<V: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: V,
+) -> fmt::Result {
     let family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     ConstGauge::new(v).encode(family)
 }
@@ -136,8 +141,10 @@ impl Collector for NodeCollector {
             }),
         )?;
         // Volumes and snapshots per class, and what the volumes commit.
-        let mut per_class: BTreeMap<&str, (u64, u64, u64)> =
-            classes.iter().map(|d| (d.name.as_str(), (0, 0, 0))).collect();
+        let mut per_class: BTreeMap<&str, (u64, u64, u64)> = classes
+            .iter()
+            .map(|d| (d.name.as_str(), (0, 0, 0)))
+            .collect();
         for lv in &state.lvs {
             let kind = if c.is_carve(lv, LvKind::Volume) {
                 LvKind::Volume
@@ -229,7 +236,9 @@ impl NodeCollector {
             enc,
             "carve_thin_pool_full",
             "1 when data or metadata is at or above thin_pool_full_percent: no new volumes",
-            pools.iter().map(|p| (id(p), (p.level == Level::Full) as i64)),
+            pools
+                .iter()
+                .map(|p| (id(p), (p.level == Level::Full) as i64)),
         )?;
         gauge(
             enc,
@@ -247,12 +256,14 @@ impl NodeCollector {
 
     /// Per-volume series for the first `metrics_volume_limit` volumes (by
     /// ID), aggregates for all.
-    fn volumes(&self, enc: &mut DescriptorEncoder, view: &carve_core::engine::state::View) -> fmt::Result {
+    fn volumes(
+        &self,
+        enc: &mut DescriptorEncoder,
+        view: &carve_core::engine::state::View,
+    ) -> fmt::Result {
         let c = &self.controller;
-        let mut vols: Vec<(String, &carve_core::lvm::LvInfo)> = c
-            .volumes(&view.lvm)
-            .map(|lv| (c.id_of(lv), lv))
-            .collect();
+        let mut vols: Vec<(String, &carve_core::lvm::LvInfo)> =
+            c.volumes(&view.lvm).map(|lv| (c.id_of(lv), lv)).collect();
         vols.sort_by(|a, b| a.0.cmp(&b.0));
         let mut abnormal: BTreeMap<&str, u64> = c
             .config
@@ -383,7 +394,11 @@ impl NodeCollector {
             "average rate of a copy in flight since it started",
             stats.running.iter().map(|(k, p)| {
                 let secs = p.elapsed.as_secs_f64();
-                let rate = if secs > 0.0 { p.done as f64 / secs } else { 0.0 };
+                let rate = if secs > 0.0 {
+                    p.done as f64 / secs
+                } else {
+                    0.0
+                };
                 (l1("volume", &volume(k)), rate)
             }),
         )

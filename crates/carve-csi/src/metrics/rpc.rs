@@ -5,7 +5,7 @@
 //! gRPC code of every answer.
 //!
 //! The span (`rpc`) carries the method from the start and the request's
-//! volume ID, snapshot ID and name once the handler has decoded them
+//! volume ID, snapshot ID and name (`request_name`) once the handler has decoded them
 //! ([`note`]), so every line logged while the RPC runs, its one error line at
 //! the boundary included, says which RPC and which volume it is about.
 //! Nothing else of a request is put into a span or a log line: secrets
@@ -29,7 +29,10 @@ use crate::csi;
 
 /// Every method carve's services answer, by service.
 const METHODS: [(&str, &[&str]); 3] = [
-    ("Identity", &["GetPluginInfo", "GetPluginCapabilities", "Probe"]),
+    (
+        "Identity",
+        &["GetPluginInfo", "GetPluginCapabilities", "Probe"],
+    ),
     (
         "Controller",
         &[
@@ -223,7 +226,7 @@ where
             method,
             volume_id = Empty,
             snapshot_id = Empty,
-            name = Empty
+            request_name = Empty
         );
         let labels = [("service", service), ("method", method)];
         rpc_metrics().in_flight.get_or_create(&labels).inc();
@@ -297,12 +300,12 @@ macro_rules! request_ids {
 }
 
 request_ids! {
-    CreateVolumeRequest { name => "name" }
+    CreateVolumeRequest { name => "request_name" }
     DeleteVolumeRequest { volume_id => "volume_id" }
     ValidateVolumeCapabilitiesRequest { volume_id => "volume_id" }
     ControllerGetVolumeRequest { volume_id => "volume_id" }
     ControllerExpandVolumeRequest { volume_id => "volume_id" }
-    CreateSnapshotRequest { name => "name", source_volume_id => "volume_id" }
+    CreateSnapshotRequest { name => "request_name", source_volume_id => "volume_id" }
     DeleteSnapshotRequest { snapshot_id => "snapshot_id" }
     ListSnapshotsRequest { snapshot_id => "snapshot_id", source_volume_id => "volume_id" }
     GetSnapshotRequest { snapshot_id => "snapshot_id" }
