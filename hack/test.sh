@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, the Kubernetes manifests
 # (rendered, strictly validated, RBAC checked), unit tests on the host,
-# carve's real-LVM conformance tests inside a user-mode-linux guest, then the
+# carve's real-LVM conformance tests inside a user-mode-linux guest (and
+# their /metrics scrapes against docs, dashboard and alerts), then the
 # container image: built from the Dockerfile and smoke-tested on its own root.
 #   hack/test.sh [--no-lint]
 set -euo pipefail
@@ -32,7 +33,14 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "real_lvm":
         print(m["executable"])')
 [ -n "$bin" ] || { echo "test.sh: could not build the real_lvm test binary" >&2; exit 1; }
+# The metrics tests keep every /metrics scrape here; check.py puts each
+# through the strict OpenMetrics parser and holds docs/metrics.md, the
+# Grafana dashboard and the alert rules to what the scrapes exported.
+rm -rf target/metrics-scrapes
 hack/uml/run.sh hack/uml/guest-tests.sh "$bin"
+
+echo "== metrics: OpenMetrics parse, docs, dashboard and alert queries"
+"${CARVE_PYENV:-/opt/carve-pyenv}/bin/python3" hack/metrics/check.py --scrapes target/metrics-scrapes
 
 echo "== container image (buildah) and its smoke test (user-mode-linux on the image's root)"
 hack/image/build.sh localhost/carve:ci

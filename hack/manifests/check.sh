@@ -4,10 +4,12 @@
 # result: strict schema validation for each supported Kubernetes version
 # (validate.py), what policy.py's docstring lists (pins, resources,
 # privileges, install order and more), RBAC against the sidecars' own
-# published rules (hack/rbac/check.py), and the vendored snapshot CRDs against
-# their upstream sha256 sums; then deploy/nomad/ (nomad.py). Renderings are
-# kept in target/manifests/. Needs hack/setup.sh's Python environment
-# (kubectl, kubernetes-validate, HCL parsers).
+# published rules (hack/rbac/check.py), and the vendored snapshot CRDs and
+# the Prometheus Operator CRDs (hack/manifests/schemas/: validation of the
+# monitoring components' PodMonitor and PrometheusRule only, never rendered)
+# against their upstream sha256 sums; then deploy/nomad/ (nomad.py).
+# Renderings are kept in target/manifests/. Needs hack/setup.sh's Python
+# environment (kubectl, kubernetes-validate, HCL parsers).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 pyenv=${CARVE_PYENV:-/opt/carve-pyenv}
@@ -34,4 +36,10 @@ echo "manifests: rendered ${rendered[*]}"
 b032116e987fb1d7d93cec7d942833adeb9d95c9bdc7e00c10b280c2fe4a6c33  crd-volumesnapshots.yaml
 SUMS
 echo "manifests: snapshot CRDs match external-snapshotter v8.6.0"
+# prometheus-operator v0.93.0 example/prometheus-operator-crd/ (f8fafd475f3d132e239432ae6172de60a6cb6516)
+(cd hack/manifests/schemas && sha256sum --quiet -c -) <<'SUMS'
+45a93443daa687d3654f7e9631909ff7edcdf3ec09c5e60251b74aa2722aee5d  monitoring.coreos.com_podmonitors.yaml
+78be98554b9c8506ab2b4f4feb91c5f3a56e536a0a510f3a8e876a459970d56d  monitoring.coreos.com_prometheusrules.yaml
+SUMS
+echo "manifests: PodMonitor and PrometheusRule CRDs match prometheus-operator v0.93.0"
 "$pyenv/bin/python3" hack/manifests/nomad.py

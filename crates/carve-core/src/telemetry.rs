@@ -72,6 +72,9 @@ pub fn tool_name(program: &str) -> String {
     program.rsplit('/').next().unwrap_or(program).to_string()
 }
 
+// The failure and timeout series of a command exist, at 0, from its first
+// run: `rate()` and `increase()` see the first failure as a change from 0
+// rather than as a series appearing, which they cannot measure.
 impl Commands {
     pub fn lvm(&self, subcommand: String, took: Duration, ended: Ended) {
         let l = [("command", subcommand)];
@@ -79,11 +82,13 @@ impl Commands {
         self.lvm_seconds
             .get_or_create(&l)
             .observe(took.as_secs_f64());
+        let failures = self.lvm_failures.get_or_create(&l);
         if ended != Ended::Ok {
-            self.lvm_failures.get_or_create(&l).inc();
+            failures.inc();
         }
+        let timeouts = self.lvm_timeouts.get_or_create(&l);
         if ended == Ended::TimedOut {
-            self.lvm_timeouts.get_or_create(&l).inc();
+            timeouts.inc();
         }
     }
 
@@ -93,8 +98,9 @@ impl Commands {
         self.tool_seconds
             .get_or_create(&l)
             .observe(took.as_secs_f64());
+        let failures = self.tool_failures.get_or_create(&l);
         if !ok {
-            self.tool_failures.get_or_create(&l).inc();
+            failures.inc();
         }
     }
 
@@ -173,5 +179,17 @@ mod tests {
         let l = [("command", "test-timeout".to_string())];
         assert!(c.lvm_failures.get(&l).unwrap().get() >= 1);
         assert!(c.lvm_timeouts.get(&l).unwrap().get() >= 1);
+    }
+
+    #[test]
+    fn failure_series_exist_at_zero_from_the_first_run() {
+        let c = commands();
+        c.lvm("test-ok".into(), Duration::from_millis(3), Ended::Ok);
+        c.tool("/sbin/test-tool", Duration::from_millis(3), true);
+        let l = [("command", "test-ok".to_string())];
+        assert_eq!(c.lvm_failures.get(&l).map(|f| f.get()), Some(0));
+        assert_eq!(c.lvm_timeouts.get(&l).map(|f| f.get()), Some(0));
+        let t = [("program", "test-tool".to_string())];
+        assert_eq!(c.tool_failures.get(&t).map(|f| f.get()), Some(0));
     }
 }

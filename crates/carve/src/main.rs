@@ -22,7 +22,7 @@ struct Cli {
     #[arg(long, env = "CARVE_LOG", default_value = "info", global = true)]
     log: String,
     /// Log line format: `text` (for people) or `json` (one object per line,
-    /// with the RPC's span: method, volume_id, snapshot_id, name).
+    /// with the RPC's span: method, volume_id, snapshot_id, request_name).
     #[arg(long, env = "CARVE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
     #[command(subcommand)]

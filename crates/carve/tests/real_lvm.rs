@@ -45,6 +45,49 @@ fn testbed_config() -> PathBuf {
     PathBuf::from(p)
 }
 
+/// A VG on a loop device of its own, made by a test (a disk that arrives, a
+/// foreign disk), removed with its device and image when dropped.
+pub(crate) struct LoopVg {
+    vg: String,
+    device: String,
+    image: String,
+}
+
+fn run_ok(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl LoopVg {
+    pub(crate) fn new(vg: &str, size: &str) -> LoopVg {
+        let image = format!("/tmp/{vg}.img");
+        run_ok("truncate", &["-s", size, &image]);
+        let device = run_ok("losetup", &["-f", "--show", &image]);
+        lvm(&["vgcreate", "-q", vg, &device]);
+        LoopVg {
+            vg: vg.into(),
+            device,
+            image,
+        }
+    }
+}
+
+impl Drop for LoopVg {
+    fn drop(&mut self) {
+        let _ = Command::new("lvm")
+            .args(["vgremove", "-q", "-f", &self.vg])
+            .env("DM_DISABLE_UDEV", "1")
+            .output();
+        let _ = Command::new("losetup").args(["-d", &self.device]).output();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
 /// A carve process serving on its own socket, killed on drop.
 struct Carve {
     child: Child,

@@ -4,49 +4,6 @@
 use super::node::{paths, stage, unstage};
 use super::*;
 
-/// A VG on a loop device of its own, made by a test (a disk that arrives, a
-/// foreign disk), removed with its device and image when dropped.
-struct LoopVg {
-    vg: String,
-    device: String,
-    image: String,
-}
-
-fn run_ok(prog: &str, args: &[&str]) -> String {
-    let out = Command::new(prog).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl LoopVg {
-    fn new(vg: &str, size: &str) -> LoopVg {
-        let image = format!("/tmp/{vg}.img");
-        run_ok("truncate", &["-s", size, &image]);
-        let device = run_ok("losetup", &["-f", "--show", &image]);
-        lvm(&["vgcreate", "-q", vg, &device]);
-        LoopVg {
-            vg: vg.into(),
-            device,
-            image,
-        }
-    }
-}
-
-impl Drop for LoopVg {
-    fn drop(&mut self) {
-        let _ = Command::new("lvm")
-            .args(["vgremove", "-q", "-f", &self.vg])
-            .env("DM_DISABLE_UDEV", "1")
-            .output();
-        let _ = Command::new("losetup").args(["-d", &self.device]).output();
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
-
 /// 64 NodeStage calls at once (a node rebooting with 64 pods), with a
 /// blocking pool of 2 threads. Each stage used to hold a pool thread for its
 /// whole run and ask for a second one to probe the device: on a019df7 (its

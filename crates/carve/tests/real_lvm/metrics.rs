@@ -130,10 +130,43 @@ fn fill(dev: &str, mib: usize) {
     f.sync_all().unwrap();
 }
 
+/// VGs of this test's own: what `vgs`/`lvs` say holds still while it
+/// compares (the test ground's VGs change under the tests running beside it).
+const OWN_VGS: &str = r#"
+capacity_refresh_seconds = 5
+node_path_roots = ["/tmp"]
+lvm_timeout_seconds = 60
+
+[[device_class]]
+name = "thick"
+volume_group = "carve-metrics-thick"
+type = "thick"
+default = true
+
+[[device_class]]
+name = "thin"
+volume_group = "carve-metrics-thin"
+type = "thin"
+thin_pool = "pool0"
+over_provision_ratio = 4.0
+"#;
+
 #[tokio::test]
 async fn metrics_equal_what_lvm_and_get_capacity_say() {
     const PORT: u16 = 19701;
-    let carve = Carve::start_with(&testbed_config(), Opts::metrics(PORT)).await;
+    let _thick_vg = LoopVg::new("carve-metrics-thick", "256M");
+    let _thin_vg = LoopVg::new("carve-metrics-thin", "320M");
+    lvm(&[
+        "lvcreate",
+        "-q",
+        "-y",
+        "-T",
+        "-L",
+        "256M",
+        "carve-metrics-thin/pool0",
+    ]);
+    let cfg = config_file(OWN_VGS);
+    let carve = Carve::start_with(cfg.path(), Opts::metrics(PORT)).await;
     let mut c = carve.controller().await;
     let thick = create_ok(&mut c, create_req("metrics-thick", Some("thick"), 64 * MI)).await;
     let thin = create_ok(&mut c, create_req("metrics-thin", Some("thin"), 256 * MI)).await;
@@ -141,40 +174,47 @@ async fn metrics_equal_what_lvm_and_get_capacity_say() {
     fill(&format!("/dev/{}", lvm_path(&thin.volume_id)), 32);
 
     // VG free and size: what `vgs` says.
-    let vg_free = lvm_field("vgs", "vg_free", "carve-thick");
-    let vg_size = lvm_field("vgs", "vg_size", "carve-thick");
+    let vg_free = lvm_field("vgs", "vg_free", "carve-metrics-thick");
+    let vg_size = lvm_field("vgs", "vg_size", "carve-metrics-thick");
     let text = eventually(PORT, "vg free", |t| {
-        value(t, "carve_vg_free_bytes", &[("vg", "carve-thick")]) == Some(vg_free)
+        value(t, "carve_vg_free_bytes", &[("vg", "carve-metrics-thick")]) == Some(vg_free)
     })
     .await;
     assert_eq!(
-        value(&text, "carve_vg_size_bytes", &[("vg", "carve-thick")]),
+        value(
+            &text,
+            "carve_vg_size_bytes",
+            &[("vg", "carve-metrics-thick")]
+        ),
         Some(vg_size)
     );
     assert_eq!(
-        value(&text, "carve_vg_present", &[("vg", "carve-thick")]),
+        value(&text, "carve_vg_present", &[("vg", "carve-metrics-thick")]),
         Some(1.0)
     );
     assert_eq!(value(&text, "carve_ready", &[]), Some(1.0));
 
-    // Thin pool data and metadata use: what `lvs` says, as a ratio.
-    let data = lvm_field("lvs", "data_percent", "carve-thin/pool0");
-    let meta = lvm_field("lvs", "metadata_percent", "carve-thin/pool0");
-    assert!(data > 0.0, "the pool holds the written data");
-    let pool = [("vg", "carve-thin"), ("pool", "pool0")];
-    let text = eventually(PORT, "pool data", |t| {
-        value(t, "carve_thin_pool_data_used_ratio", &pool)
-            .is_some_and(|v| (v - data / 100.0).abs() < 1e-9)
+    // Thin pool data and metadata use: what `lvs` says, as a ratio. The
+    // kernel commits the pool's metadata in the background for a while after
+    // the writes, so `lvs` is read again at each scrape until carve's next
+    // report catches up with it.
+    let pool = [("vg", "carve-metrics-thin"), ("pool", "pool0")];
+    let percent = |field| lvm_field("lvs", field, "carve-metrics-thin/pool0");
+    assert!(
+        percent("data_percent") > 0.0,
+        "the pool holds the written data"
+    );
+    let text = eventually(PORT, "pool data and metadata", |t| {
+        let same = |metric, field| {
+            value(t, metric, &pool).is_some_and(|v| (v - percent(field) / 100.0).abs() < 1e-9)
+        };
+        same("carve_thin_pool_data_used_ratio", "data_percent")
+            && same("carve_thin_pool_metadata_used_ratio", "metadata_percent")
     })
     .await;
-    let got_meta = value(&text, "carve_thin_pool_metadata_used_ratio", &pool).unwrap();
-    assert!(
-        (got_meta - meta / 100.0).abs() < 1e-9,
-        "{got_meta} vs {meta}%"
-    );
     assert_eq!(
         value(&text, "carve_thin_pool_size_bytes", &pool),
-        Some(lvm_field("lvs", "lv_size", "carve-thin/pool0"))
+        Some(lvm_field("lvs", "lv_size", "carve-metrics-thin/pool0"))
     );
     assert_eq!(value(&text, "carve_thin_pool_warning", &pool), Some(0.0));
 
@@ -212,7 +252,25 @@ async fn metrics_equal_what_lvm_and_get_capacity_say() {
         );
         assert!(value(&text, "carve_class_volumes", &[("class", class)]).unwrap() >= 1.0);
     }
-    // Commands: lvcreate ran (twice at least) and was timed.
+    // Staging the thick volume formats it: mkfs is counted and timed, and
+    // its failure series is there at 0.
+    let mut n = NodeClient::new(carve.channel().await);
+    let cap = super::node::mount_cap_fs("ext4", &[]);
+    let p = paths("metrics-thick");
+    attach(&mut n, &thick.volume_id, &p, &cap).await;
+    detach(&mut n, &thick.volume_id, &p).await;
+    let text = scrape(PORT, "tools");
+    let mkfs = [("program", "mkfs.ext4")];
+    assert_eq!(value(&text, "carve_tool_commands_total", &mkfs), Some(1.0));
+    assert_eq!(
+        value(&text, "carve_tool_command_failures_total", &mkfs),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "carve_tool_command_duration_seconds_count", &mkfs),
+        Some(1.0)
+    );
+    // Commands: lvcreate ran (twice at least) and was timed; nothing failed.
     assert!(
         value(
             &text,
@@ -230,6 +288,15 @@ async fn metrics_equal_what_lvm_and_get_capacity_say() {
         )
         .unwrap()
             >= 2.0
+    );
+    let lvcreate = [("command", "lvcreate")];
+    assert_eq!(
+        value(&text, "carve_lvm_command_failures_total", &lvcreate),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "carve_lvm_command_timeouts_total", &lvcreate),
+        Some(0.0)
     );
     assert!(value(&text, "process_resident_memory_bytes", &[]).unwrap() > 1e6);
     assert!(value(&text, "process_open_fds", &[]).unwrap() >= 3.0);
