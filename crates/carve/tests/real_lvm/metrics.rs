@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 
 use carve_csi::csi::node_client::NodeClient;
 
-use super::node::{attach, detach, paths, s};
+use super::node::{attach, detach, paths, s, volume_stats};
 use super::*;
 
 /// The body of `GET /metrics` on 127.0.0.1:`port`, kept for hack/test.sh.
@@ -487,15 +487,7 @@ async fn a_thin_pool_past_its_thresholds_warns_then_refuses() {
     // NodeGetVolumeStats says the same.
     let p = paths("metrics-pool");
     attach(&mut n, &id, &p, &cap).await;
-    let stats = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut n, &id, &p).await;
     let cond = stats.volume_condition.unwrap();
     assert!(
         cond.abnormal && cond.message.contains("carve-thin/pool0"),

@@ -107,6 +107,22 @@ fn mounted(p: &Path) -> Option<carve_core::host::mountinfo::Mount> {
     carve_core::host::mountinfo::at(&carve_core::host::mountinfo::read().unwrap(), p)
 }
 
+/// NodeGetVolumeStats of `id` at its published target; it must succeed.
+pub(super) async fn volume_stats(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+) -> csi::NodeGetVolumeStatsResponse {
+    n.node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
+        volume_id: id.into(),
+        volume_path: s(&p.target),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("stats of {id}: {e:?}"))
+    .into_inner()
+}
+
 pub(super) fn df(p: &Path) -> (i64, i64, i64) {
     let out = Command::new("df")
         .args(["-B1", "--output=size,used,avail"])
@@ -338,28 +354,12 @@ async fn block_publish_is_a_working_block_device_and_faults_show() {
         back == pattern,
         "bytes written through the published path are on the LV"
     );
-    let stats = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut n, &id, &p).await;
     assert_eq!(stats.usage[0].total, 16 * MI);
     assert!(!stats.volume_condition.unwrap().abnormal);
     // Fault: the LV is deactivated under the published volume.
     lvm(&["lvchange", "-an", &lvm_path(&id)]);
-    let stats = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut n, &id, &p).await;
     let cond = stats.volume_condition.unwrap();
     assert!(
         cond.abnormal && cond.message.contains("not active"),
@@ -378,15 +378,7 @@ async fn stats_match_df() {
     let p = paths("stats");
     attach(&mut n, &id, &p, &cap).await;
     std::fs::write(p.target.join("f"), vec![1u8; 3 * MI as usize]).unwrap();
-    let st = n
-        .node_get_volume_stats(csi::NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let st = volume_stats(&mut n, &id, &p).await;
     let (size, used, avail) = df(&p.target);
     let bytes = &st.usage[0];
     assert_eq!(
