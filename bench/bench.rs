@@ -181,7 +181,7 @@ async fn main() {
         idle_rss as f64 / 1024.0,
         rss_kib(pid) as f64 / 1024.0
     );
-    metrics_overhead(&mut b, &a[6], &a[7], a[8].parse().unwrap()).await;
+    metrics_overhead(&mut b, &a[5]).await;
 }
 
 /// One `GET /metrics`: how long it took and how many bytes came back.
@@ -200,8 +200,38 @@ fn scrape(port: u16) -> (Duration, usize) {
 /// The same carve with and without `--metrics-address`, in one boot: the
 /// metrics one is scraped every second while it serves (Prometheus scrapes
 /// every 15-60 s), and CreateVolume and GetCapacity alternate between the
-/// two round by round.
-async fn metrics_overhead(b: &mut Bench, socket: &str, pid: &str, port: u16) {
+/// two round by round. The second carve starts here, after the other
+/// sections, so its own LVM reports never run beside them.
+async fn metrics_overhead(b: &mut Bench, config: &str) {
+    const PORT: u16 = 19900;
+    let socket = "/tmp/bench/csi-metrics.sock";
+    let mut second = Command::new("target/release/carve")
+        .args([
+            "serve",
+            "--node-id",
+            "bench",
+            "--log",
+            "warn",
+            "--config",
+            config,
+        ])
+        .arg(format!("--endpoint=unix://{socket}"))
+        .arg(format!("--metrics-address=127.0.0.1:{PORT}"))
+        .stderr(std::fs::File::create("/tmp/bench/carve-metrics.log").unwrap())
+        .spawn()
+        .expect("start the carve with metrics");
+    let pid = second.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::path::Path::new(socket).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the carve with metrics never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let port = PORT;
+    let pid = pid.as_str();
     let mut on = ControllerClient::new(carve_csi::client::connect(socket).await.unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scraper = {
@@ -310,6 +340,8 @@ async fn metrics_overhead(b: &mut Bench, socket: &str, pid: &str, port: u16) {
         rss_kib(pid) as f64 / 1024.0,
         rss_kib(&b.pid) as f64 / 1024.0
     );
+    let _ = Command::new("kill").args(["-TERM", pid]).status();
+    let _ = second.wait();
 }
 
 /// CreateVolume and DeleteVolume vs the bare lvcreate and lvremove they wrap,

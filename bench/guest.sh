@@ -21,14 +21,10 @@ printf '\n[[device_class]]\nname = "bench"\nvolume_group = "carve-bench"\ntype =
 sock=/tmp/bench/csi.sock; mkdir -p /tmp/bench
 target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn,carve_core::engine::fill=info 2>/tmp/bench/carve.log &
 carve=$!
-# A second carve, the same but with metrics served, for the overhead section.
-msock=/tmp/bench/csi-metrics.sock
-target/release/carve serve --node-id bench --endpoint "unix://$msock" --config "$cfg" --log warn --metrics-address 127.0.0.1:19900 2>/tmp/bench/carve-metrics.log &
-mcarve=$!
-for _ in $(seq 200); do [ -S "$sock" ] && [ -S "$msock" ] && break; sleep 0.1; done
+for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
 sleep 1
 echo "bench: $rounds create/delete rounds on carve-thick, interleaved with bare lvcreate/lvremove"
-target/release/examples/bench "$sock" "$carve" "$rounds" "$calls" "$cfg" "$msock" "$mcarve" 19900
+target/release/examples/bench "$sock" "$carve" "$rounds" "$calls" "$cfg"
 rc=$?
-kill -TERM $carve $mcarve; wait $carve $mcarve
+kill -TERM $carve; wait $carve
 exit $rc
