@@ -220,7 +220,6 @@ async fn metrics_overhead(b: &mut Bench, config: &str) {
         .stderr(std::fs::File::create("/tmp/bench/carve-metrics.log").unwrap())
         .spawn()
         .expect("start the carve with metrics");
-    let pid = second.id().to_string();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::path::Path::new(socket).exists() {
         assert!(
@@ -230,8 +229,7 @@ async fn metrics_overhead(b: &mut Bench, config: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let port = PORT;
-    let pid = pid.as_str();
+    let pid = second.id().to_string();
     let mut on = ControllerClient::new(carve_csi::client::connect(socket).await.unwrap());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let scraper = {
@@ -240,7 +238,7 @@ async fn metrics_overhead(b: &mut Bench, config: &str) {
             let mut took = Vec::new();
             let mut bytes = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (t, n) = scrape(port);
+                let (t, n) = scrape(PORT);
                 took.push(t);
                 bytes = n;
                 std::thread::sleep(Duration::from_secs(1));
@@ -337,10 +335,10 @@ async fn metrics_overhead(b: &mut Bench, config: &str) {
     );
     println!(
         "idle RSS with metrics on {:.1} MiB, off {:.1} MiB, after the run (target <= 15 MiB)",
-        rss_kib(pid) as f64 / 1024.0,
+        rss_kib(&pid) as f64 / 1024.0,
         rss_kib(&b.pid) as f64 / 1024.0
     );
-    let _ = Command::new("kill").args(["-TERM", pid]).status();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = second.wait();
 }
 

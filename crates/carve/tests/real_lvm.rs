@@ -310,7 +310,8 @@ fn lv(vg: &str, name: &str) -> Option<Lv> {
     lvs(vg).into_iter().find(|l| l.lv_name == name)
 }
 
-fn lvm(args: &[&str]) {
+/// Runs `lvm args`, which must succeed; its stdout.
+fn lvm(args: &[&str]) -> String {
     let out = Command::new("lvm")
         .args(args)
         .env("DM_DISABLE_UDEV", "1")
@@ -321,6 +322,7 @@ fn lvm(args: &[&str]) {
         "lvm {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn mount_cap() -> csi::VolumeCapability {

@@ -76,26 +76,20 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 
 /// A number from a one-field lvm report (`vgs`/`lvs -o <field>`).
 fn lvm_field(cmd: &str, field: &str, what: &str) -> f64 {
-    let out = Command::new("lvm")
-        .args([
-            cmd,
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            field,
-            what,
-        ])
-        .env("DM_DISABLE_UDEV", "1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    let args = [
+        cmd,
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        field,
+        what,
+    ];
+    let out = lvm(&args);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("lvm {args:?}: {out:?}: {e}"))
 }
 
 /// Polls (carve's view follows LVM within capacity_refresh_seconds) until
@@ -130,8 +124,9 @@ fn fill(dev: &str, mib: usize) {
     f.sync_all().unwrap();
 }
 
-/// VGs of this test's own: what `vgs`/`lvs` say holds still while it
-/// compares (the test ground's VGs change under the tests running beside it).
+/// VGs of this test's own: exact figures from `vgs`/`lvs` that no other
+/// test's volumes (or leftovers of a test that failed before) can move, and
+/// nothing of this test's left behind when it fails (LoopVg removes them).
 const OWN_VGS: &str = r#"
 capacity_refresh_seconds = 5
 node_path_roots = ["/tmp"]

@@ -312,8 +312,8 @@ async fn snapshot_bad_input_and_listing() {
         listed_snapshot_ids(&mut c, by_id).await,
         vec![sb.snapshot_id.clone()]
     );
-    // Paged one at a time, every snapshot of this test exactly once (other
-    // tests' snapshots come and go in the same VGs meanwhile).
+    // Paged one at a time, every snapshot of this test exactly once (another
+    // test's snapshot left in the shared VGs is that test's failure).
     let seen: Vec<String> = paged_snapshot_ids(&mut c)
         .await
         .into_iter()
@@ -528,9 +528,9 @@ async fn killed_thick_restore_never_looks_ready_and_converges_on_retry() {
     assert!(std::fs::read(rp.target.join("payload.bin")).unwrap() == payload);
     detach(&mut n, &vid, &rp).await;
 
-    // No leaked LVs: of this test's LVs (other tests share the VG and run
-    // at the same time) exactly the source, its snapshot and the restore;
-    // and the test ground's foreign LVs.
+    // No leaked LVs: of this test's LVs exactly the source, its snapshot and
+    // the restore; and the test ground's foreign LVs. Other tests' LVs in the
+    // shared VG (a failed test's leftovers) are theirs to report.
     let mut want = vec![
         "cv-foreign-0000000000000000".to_string(),
         "foreign-data".to_string(),
