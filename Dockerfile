@@ -24,7 +24,10 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY proto proto
 COPY crates crates
-# The carve crate's manifest names its examples (demo, bench, image smoke).
+# The root package is the carve binary; its manifest also names the real-LVM
+# test and the examples (demo, bench, image smoke), which cargo wants present.
+COPY src src
+COPY tests tests
 COPY hack/demo hack/demo
 COPY bench/bench.rs bench/bench.rs
 COPY hack/image/smoke.rs hack/image/smoke.rs

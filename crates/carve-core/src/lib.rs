@@ -13,6 +13,8 @@
 //! - [`engine`]: the volume engine: the LVM state cache, capacity, health,
 //!   the per-volume in-flight guard, copy jobs and the fill of restored and
 //!   cloned volumes.
+//! - [`params`]: StorageClass parameters and volume contexts, shared with
+//!   the cluster agent's StorageClass check.
 //! - [`telemetry`]: counters and timings of the commands carve runs.
 //! - [`crash`]: named crash points, compiled in only for crash-safety tests.
 
@@ -25,4 +27,5 @@ pub mod host;
 pub mod layout;
 pub mod lvm;
 pub mod names;
+pub mod params;
 pub mod telemetry;
