@@ -2,7 +2,7 @@
 # the host's LVM) and for the resizer endpoint (no privileges, no LVM).
 #
 # Both base images are pinned by digest and can be replaced with build args:
-#   RUST_IMAGE  the build stage: a Rust toolchain >= 1.88 on Debian 12 (glibc
+#   RUST_IMAGE  the build stage: a Rust toolchain >= 1.89 on Debian 12 (glibc
 #               2.36, the runtime's), with apt
 #   BASE_IMAGE  the runtime: Debian 12
 # hack/image/build.sh builds this file without a registry (buildah, base images
