@@ -644,3 +644,105 @@ async fn json_logs_name_the_rpc_and_its_ids_and_never_a_secret() {
             && span(l, "method").as_deref() == Some("CreateVolume")
     }));
 }
+
+/// The body of `GET /volumes` on 127.0.0.1:`port`, parsed.
+fn inventory(port: u16) -> serde_json::Value {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.write_all(b"GET /volumes HTTP/1.1\r\nHost: carve\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("/volumes is JSON: {e}: {body}"))
+}
+
+/// Issue 16: the LV inventory carve-agent reads for its orphan report lists
+/// exactly carve's volumes and snapshots on the node (IDs equal to ListVolumes
+/// and CreateSnapshot's, claim names from the provisioner's metadata, LVM's
+/// creation time), never a foreign LV, and follows deletes.
+#[tokio::test]
+async fn the_volume_inventory_lists_carves_lvs_for_the_agent() {
+    const PORT: u16 = 19705;
+    let carve = Carve::start_with(&testbed_config(), Opts::metrics(PORT)).await;
+    let mut c = carve.controller().await;
+    let mut req = create_req("pvc-inventory-1", Some("thin"), 8 * MI);
+    req.parameters.extend([
+        (
+            "csi.storage.k8s.io/pv/name".to_string(),
+            "pvc-inventory-1".to_string(),
+        ),
+        (
+            "csi.storage.k8s.io/pvc/name".to_string(),
+            "data-db-0".to_string(),
+        ),
+        (
+            "csi.storage.k8s.io/pvc/namespace".to_string(),
+            "db".to_string(),
+        ),
+    ]);
+    let vol = create_ok(&mut c, req).await;
+    let snap = snapshot_ok(&mut c, "snapshot-inventory-1", &vol.volume_id).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let inv = inventory(PORT);
+    assert_eq!(inv["node"], NODE);
+    assert_eq!(inv["complete"], true);
+    let entries = inv["volumes"].as_array().unwrap();
+    let find = |id: &str| entries.iter().find(|e| e["id"] == id).cloned();
+    let v = find(&vol.volume_id).unwrap_or_else(|| panic!("{} in {inv}", vol.volume_id));
+    assert_eq!(v["kind"], "volume");
+    assert_eq!(v["pv"], "pvc-inventory-1");
+    assert_eq!(
+        (v["pvc"].as_str(), v["pvc_namespace"].as_str()),
+        (Some("data-db-0"), Some("db"))
+    );
+    assert_eq!(v["name"], "pvc-inventory-1");
+    assert_eq!(v["incomplete"], false);
+    assert!((now - v["created"].as_i64().unwrap()).abs() < 600, "{v}");
+    let s = find(&snap.snapshot_id).unwrap_or_else(|| panic!("{} in {inv}", snap.snapshot_id));
+    assert_eq!(s["kind"], "snapshot");
+    // Exactly the volumes ListVolumes gives, plus carve's snapshots; no
+    // foreign LV, no pool.
+    let mut listed: Vec<String> = list_entries(&mut c)
+        .await
+        .into_iter()
+        .map(|e| e.volume.unwrap().volume_id)
+        .collect();
+    listed.sort();
+    let mut volumes: Vec<String> = entries
+        .iter()
+        .filter(|e| e["kind"] == "volume")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    volumes.sort();
+    assert_eq!(volumes, listed);
+    for e in entries {
+        let id = e["id"].as_str().unwrap();
+        assert!(
+            id.contains("/cv-") || id.contains("/cs-"),
+            "only carve LVs: {id}"
+        );
+    }
+    delete_snapshot_ok(&mut c, &snap.snapshot_id).await;
+    delete(&mut c, vol.volume_id.clone()).await;
+    let inv = inventory(PORT);
+    let ids: Vec<&str> = inv["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        !ids.contains(&vol.volume_id.as_str()) && !ids.contains(&snap.snapshot_id.as_str()),
+        "{ids:?}"
+    );
+    foreign_intact();
+}

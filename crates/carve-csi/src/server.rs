@@ -178,10 +178,10 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
                     address: address.clone(),
                     source,
                 })?;
-            let registry = Arc::new(crate::metrics::registry(s.controller.clone()));
-            tracing::info!(%address, "serving metrics at /metrics");
+            let endpoints = Arc::new(crate::metrics::Endpoints::new(s.controller.clone()));
+            tracing::info!(%address, "serving metrics at /metrics, the LV inventory at /volumes");
             Some(tokio::spawn(crate::metrics::http::serve(
-                listener, registry,
+                listener, endpoints,
             )))
         }
         None => None,

@@ -97,7 +97,12 @@ impl LvInfo {
             data_percent: None,
             metadata_percent: None,
             health: String::new(),
-            created: 0,
+            // Made just now; the next report gives LVM's own lv_time, within
+            // a second of it. (Never 0: a reader must not see a new LV as
+            // one of unknown age.)
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The metrics endpoint: HTTP/1.1 on a TCP address, `GET /metrics` only.
+//! The metrics endpoint: HTTP/1.1 on a TCP address, `GET /metrics` and the
+//! LV inventory `GET /volumes` (for carve-agent), nothing else.
 //! Scrapers are few (one Prometheus, maybe a second), so connections are
 //! bounded and a client that sends its request slowly is cut off: whoever
 //! can reach the port cannot make carve hold memory or tasks for it.
@@ -12,7 +13,6 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -37,7 +37,7 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 }
 
 /// Serves `registry` on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
+pub async fn serve(listener: TcpListener, endpoints: Arc<super::Endpoints>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -53,9 +53,9 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
             tracing::debug!(%peer, "metrics endpoint: too many connections; closing this one");
             continue;
         };
-        let registry = registry.clone();
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(req, registry.clone()));
+            let service = hyper::service::service_fn(move |req| answer(req, endpoints.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -78,14 +78,15 @@ fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<
 
 async fn answer(
     req: Request<Incoming>,
-    registry: Arc<Registry>,
+    endpoints: Arc<super::Endpoints>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let text = "text/plain; charset=utf-8";
-    if req.uri().path() != "/metrics" {
+    let path = req.uri().path();
+    if path != "/metrics" && path != "/volumes" {
         return Ok(reply(
             StatusCode::NOT_FOUND,
             text,
-            "only /metrics is served\n".into(),
+            "only /metrics and /volumes are served\n".into(),
         ));
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -95,7 +96,14 @@ async fn answer(
             "only GET is served\n".into(),
         ));
     }
-    Ok(match super::render(&registry) {
+    if path == "/volumes" {
+        return Ok(reply(
+            StatusCode::OK,
+            "application/json",
+            endpoints.inventory(),
+        ));
+    }
+    Ok(match super::render(&endpoints.registry) {
         Ok(body) => reply(StatusCode::OK, CONTENT_TYPE, body),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, text, format!("{e}\n")),
     })

@@ -1,9 +1,11 @@
 //! Prometheus metrics (docs/metrics.md lists every one): what carve's RPCs
 //! and commands did ([`rpc`], and carve-core's command counters), the node's
 //! state at scrape time ([`node`]), the process ([`process`]), served over
-//! HTTP when `--metrics-address` is set ([`http`]).
+//! HTTP when `--metrics-address` is set ([`http`]), beside the node's LV
+//! inventory for carve-agent ([`inventory`]).
 
 pub mod http;
+pub mod inventory;
 pub mod node;
 pub mod process;
 pub mod rpc;
@@ -22,6 +24,28 @@ pub fn registry(controller: Arc<ControllerService>) -> Registry {
     r.register_collector(Box::new(node::NodeCollector { controller }));
     r.register_collector(Box::new(process::ProcessCollector::default()));
     r
+}
+
+/// What the HTTP endpoint serves: the metrics and the LV inventory.
+pub struct Endpoints {
+    pub registry: Registry,
+    pub controller: Arc<ControllerService>,
+}
+
+impl Endpoints {
+    pub fn new(controller: Arc<ControllerService>) -> Endpoints {
+        Endpoints {
+            registry: registry(controller.clone()),
+            controller,
+        }
+    }
+
+    /// The `/volumes` JSON.
+    pub fn inventory(&self) -> String {
+        let view = self.controller.state.get();
+        serde_json::to_string(&inventory::inventory(&self.controller, view.as_deref()))
+            .expect("plain data serializes")
+    }
 }
 
 /// The OpenMetrics text of `registry`, `# EOF` included.

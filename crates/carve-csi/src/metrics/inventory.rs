@@ -1,0 +1,86 @@
+//! `GET /volumes`: the node's carve LVs as JSON, for carve-agent's orphan
+//! report (LVs no PV references, PVs whose LV is gone). It is how the agent
+//! learns a node's LVs without a Kubernetes client in the node plugin and
+//! without CRDs: the agent reads it over the pod network like a scrape.
+//! Read-only, from the same cached LVM view the metrics come from (no lvm
+//! command per request), bounded by [`MAX_ENTRIES`]. It holds what
+//! `carve_volume_size_bytes` already labels (IDs, claim names, sizes), so it
+//! is served on the metrics address and nowhere else.
+
+use carve_core::engine::state::View;
+use carve_core::lvm::LvInfo;
+use carve_core::names::{self, LvKind, VolumeId};
+use serde::Serialize;
+
+use crate::controller::ControllerService;
+
+/// Entries per answer; past it `complete` is false and the agent reports no
+/// PV as missing its LV on this node (it could be past the cut).
+pub const MAX_ENTRIES: usize = 20_000;
+
+#[derive(Serialize)]
+pub struct Inventory {
+    pub node: String,
+    /// False while carve has no LVM report yet, or past [`MAX_ENTRIES`].
+    pub complete: bool,
+    pub volumes: Vec<Entry>,
+}
+
+#[derive(Serialize)]
+pub struct Entry {
+    pub id: String,
+    /// `volume` or `snapshot`.
+    pub kind: &'static str,
+    pub size_bytes: u64,
+    /// Seconds since the Unix epoch (LVM's lv_time).
+    pub created: i64,
+    /// The CSI request name (the PV's name for external-provisioner).
+    pub name: String,
+    pub pv: String,
+    pub pvc: String,
+    pub pvc_namespace: String,
+    /// A restore or clone whose copy has not finished.
+    pub incomplete: bool,
+}
+
+fn entry(c: &ControllerService, lv: &LvInfo, kind: LvKind) -> Entry {
+    let tag = |t| lv.tag(t).map(names::decode_tag_value).unwrap_or_default();
+    Entry {
+        id: VolumeId::new(&c.node_id, &lv.vg, &lv.name).to_string(),
+        kind: if kind == LvKind::Snapshot {
+            "snapshot"
+        } else {
+            "volume"
+        },
+        size_bytes: lv.size,
+        created: lv.created,
+        name: tag(names::TAG_NAME),
+        pv: tag(names::TAG_PV),
+        pvc: tag(names::TAG_PVC),
+        pvc_namespace: tag(names::TAG_PVC_NAMESPACE),
+        incomplete: lv.tag(names::TAG_INCOMPLETE).is_some(),
+    }
+}
+
+pub fn inventory(c: &ControllerService, view: Option<&View>) -> Inventory {
+    let Some(view) = view else {
+        return Inventory {
+            node: c.node_id.clone(),
+            complete: false,
+            volumes: Vec::new(),
+        };
+    };
+    let mut volumes: Vec<Entry> = [LvKind::Volume, LvKind::Snapshot]
+        .into_iter()
+        .flat_map(|kind| c.carve_lvs(&view.lvm, kind).map(move |lv| (lv, kind)))
+        .map(|(lv, kind)| entry(c, lv, kind))
+        .collect();
+    volumes.sort_by(|a, b| a.id.cmp(&b.id));
+    let complete = volumes.len() <= MAX_ENTRIES;
+    volumes.truncate(MAX_ENTRIES);
+    Inventory {
+        node: c.node_id.clone(),
+        complete,
+        volumes,
+    }
+}
