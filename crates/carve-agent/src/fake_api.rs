@@ -123,6 +123,19 @@ fn route(path: &str) -> (String, String, Option<String>) {
     )
 }
 
+/// The agent's namespace in tests.
+pub const OWN_NAMESPACE: &str = "carve-system";
+
+/// (API group, resource) of a collection path.
+fn group_resource(collection: &str) -> (String, String) {
+    let segs: Vec<&str> = collection.split('/').collect();
+    if segs[0] == "api" {
+        (String::new(), segs[2].to_string())
+    } else {
+        (segs[1].to_string(), segs[3].to_string())
+    }
+}
+
 /// RFC 7386 JSON merge patch.
 fn merge(target: &mut Value, patch: &Value) {
     match patch {
@@ -286,6 +299,24 @@ impl FakeApi {
             return status(fault.code, "Injected", "injected by the test");
         }
         let (collection, ns, name) = route(&path);
+        // RBAC: the agent may only make the calls it declares (kinds.rs).
+        let verb = match (&method, &name) {
+            (&Method::GET, Some(_)) => "get",
+            (&Method::GET, None) => "list",
+            (&Method::POST, _) => "create",
+            (&Method::PUT, _) => "update",
+            (&Method::PATCH, _) => "patch",
+            (&Method::DELETE, _) => "delete",
+            _ => "unknown",
+        };
+        let (group, resource) = group_resource(&collection);
+        if !crate::kinds::allowed(&group, &resource, verb, &ns, OWN_NAMESPACE) {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("{verb} {group}/{resource} in {ns:?} is not in the agent's API_CALLS"),
+            );
+        }
         let store = &mut inner.store;
         match (method.clone(), name) {
             (Method::GET, Some(name)) => match store.get(&collection, &ns, &name) {

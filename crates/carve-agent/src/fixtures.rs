@@ -18,7 +18,13 @@ pub fn ctx() -> (
     let (tx, leadership) = Leadership::channel(true);
     (
         api,
-        std::sync::Arc::new(Ctx::new(client, DRIVER, leadership, "agent-test")),
+        std::sync::Arc::new(Ctx::new(
+            client,
+            DRIVER,
+            crate::fake_api::OWN_NAMESPACE,
+            leadership,
+            "agent-test",
+        )),
         tx,
     )
 }

@@ -14,7 +14,8 @@
 //!   carve claims handled by a policy (ignore, event, delete-claims) and its
 //!   CSIStorageCapacity objects removed.
 //! - [`leader`]: the Lease that makes one replica the writer.
-//! - [`kinds`]: the objects and names the reconcilers read, [`notify`]: the
+//! - [`kinds`]: the objects and names the reconcilers read and every API call
+//!   the agent makes ([`rbac`] renders its RBAC from them), [`notify`]: the
 //!   Events they write, [`source`]: where a claim's data source lives.
 
 pub mod kinds;
@@ -22,6 +23,7 @@ pub mod leader;
 pub mod node_removal;
 pub mod notify;
 pub mod placement;
+pub mod rbac;
 pub mod run;
 pub mod source;
 pub mod storage_class;
@@ -60,6 +62,9 @@ pub struct Ctx {
     pub client: kube::Client,
     /// The CSI driver name carve runs as (`carve.dev`).
     pub driver: String,
+    /// The agent's own namespace (carve's): its Lease, the CSIStorageCapacity
+    /// objects carve's provisioners publish, carve's node pods.
+    pub namespace: String,
     pub leader: leader::Leadership,
     pub notify: notify::Notifier,
 }
@@ -68,10 +73,12 @@ impl Ctx {
     pub fn new(
         client: kube::Client,
         driver: &str,
+        namespace: &str,
         leader: leader::Leadership,
         instance: &str,
     ) -> Ctx {
         Ctx {
+            namespace: namespace.to_string(),
             notify: notify::Notifier::new(client.clone(), instance, leader.clone()),
             client,
             driver: driver.to_string(),

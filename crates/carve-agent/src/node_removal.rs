@@ -96,7 +96,8 @@ impl NodeRemoval {
                 by_node.entry(node).or_default().pvs.push(pv);
             }
         }
-        for cap in Api::<CSIStorageCapacity>::all(ctx.client.clone())
+        // external-provisioner publishes them in its own namespace: carve's.
+        for cap in Api::<CSIStorageCapacity>::namespaced(ctx.client.clone(), &ctx.namespace)
             .list(&Default::default())
             .await?
             .items

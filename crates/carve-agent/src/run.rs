@@ -45,13 +45,14 @@ fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(what: &str, r: Result<T
 pub async fn run(client: kube::Client, settings: Settings) -> anyhow_like::Result {
     let (tx, mut leadership) = Leadership::channel(false);
     let identity = settings.lease.identity.clone();
-    let elector = tokio::spawn(Elector::new(client.clone(), settings.lease).run(tx));
+    let elector = tokio::spawn(Elector::new(client.clone(), settings.lease.clone()).run(tx));
     tracing::info!(%identity, "campaigning for the leader lease");
     leadership.until(true).await;
     tracing::info!(%identity, "leading: controllers start");
     let ctx = Arc::new(Ctx::new(
         client.clone(),
         &settings.driver,
+        &settings.lease.namespace,
         leadership.clone(),
         &identity,
     ));

@@ -10,20 +10,24 @@
 //! - [`host`]: the node's host layer: processes, mounts and the mount table,
 //!   signature probing, mkfs and resize commands, block copies, and what a
 //!   path holds.
+//! - [`inventory`]: the node's LV inventory, as served to carve-agent.
 //! - [`engine`]: the volume engine: the LVM state cache, capacity, health,
 //!   the per-volume in-flight guard, copy jobs and the fill of restored and
 //!   cloned volumes.
 //! - [`params`]: StorageClass parameters and volume contexts, shared with
 //!   the cluster agent's StorageClass check.
 //! - [`telemetry`]: counters and timings of the commands carve runs.
+//! - [`endpoint`]: the small read-only HTTP endpoint metrics are served on.
 //! - [`crash`]: named crash points, compiled in only for crash-safety tests.
 
 #![deny(unsafe_code)]
 
 pub mod config;
 pub mod crash;
+pub mod endpoint;
 pub mod engine;
 pub mod host;
+pub mod inventory;
 pub mod layout;
 pub mod lvm;
 pub mod names;

@@ -172,7 +172,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
     // Bound first: a bad address stops carve before it touches LVM.
     let metrics = match &opts.metrics_address {
         Some(address) => {
-            let listener = crate::metrics::http::bind(address)
+            let listener = carve_core::endpoint::bind("--metrics-address", address)
                 .await
                 .map_err(|source| ServeError::Metrics {
                     address: address.clone(),
@@ -180,7 +180,7 @@ pub async fn serve(opts: Options, runner: Arc<dyn LvmRunner>) -> Result<(), Serv
                 })?;
             let endpoints = Arc::new(crate::metrics::Endpoints::new(s.controller.clone()));
             tracing::info!(%address, "serving metrics at /metrics, the LV inventory at /volumes");
-            Some(tokio::spawn(crate::metrics::http::serve(
+            Some(tokio::spawn(carve_core::endpoint::serve(
                 listener, endpoints,
             )))
         }

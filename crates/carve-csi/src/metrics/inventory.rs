@@ -8,49 +8,20 @@
 //! is served on the metrics address and nowhere else.
 
 use carve_core::engine::state::View;
+use carve_core::inventory::{Entry, Inventory, Kind, MAX_ENTRIES};
 use carve_core::lvm::LvInfo;
 use carve_core::names::{self, LvKind, VolumeId};
-use serde::Serialize;
 
 use crate::controller::ControllerService;
-
-/// Entries per answer; past it `complete` is false and the agent reports no
-/// PV as missing its LV on this node (it could be past the cut).
-pub const MAX_ENTRIES: usize = 20_000;
-
-#[derive(Serialize)]
-pub struct Inventory {
-    pub node: String,
-    /// False while carve has no LVM report yet, or past [`MAX_ENTRIES`].
-    pub complete: bool,
-    pub volumes: Vec<Entry>,
-}
-
-#[derive(Serialize)]
-pub struct Entry {
-    pub id: String,
-    /// `volume` or `snapshot`.
-    pub kind: &'static str,
-    pub size_bytes: u64,
-    /// Seconds since the Unix epoch (LVM's lv_time).
-    pub created: i64,
-    /// The CSI request name (the PV's name for external-provisioner).
-    pub name: String,
-    pub pv: String,
-    pub pvc: String,
-    pub pvc_namespace: String,
-    /// A restore or clone whose copy has not finished.
-    pub incomplete: bool,
-}
 
 fn entry(c: &ControllerService, lv: &LvInfo, kind: LvKind) -> Entry {
     let tag = |t| lv.tag(t).map(names::decode_tag_value).unwrap_or_default();
     Entry {
         id: VolumeId::new(&c.node_id, &lv.vg, &lv.name).to_string(),
         kind: if kind == LvKind::Snapshot {
-            "snapshot"
+            Kind::Snapshot
         } else {
-            "volume"
+            Kind::Volume
         },
         size_bytes: lv.size,
         created: lv.created,

@@ -1,10 +1,10 @@
 //! Prometheus metrics (docs/metrics.md lists every one): what carve's RPCs
 //! and commands did ([`rpc`], and carve-core's command counters), the node's
 //! state at scrape time ([`node`]), the process ([`process`]), served over
-//! HTTP when `--metrics-address` is set ([`http`]), beside the node's LV
-//! inventory for carve-agent ([`inventory`]).
+//! HTTP when `--metrics-address` is set (carve-core's endpoint, through
+//! [`Endpoints`]), beside the node's LV inventory for carve-agent
+//! ([`inventory`]).
 
-pub mod http;
 pub mod inventory;
 pub mod node;
 pub mod process;
@@ -45,6 +45,24 @@ impl Endpoints {
         let view = self.controller.state.get();
         serde_json::to_string(&inventory::inventory(&self.controller, view.as_deref()))
             .expect("plain data serializes")
+    }
+}
+
+impl carve_core::endpoint::Handler for Endpoints {
+    fn get(&self, path: &str) -> Option<carve_core::endpoint::Answer> {
+        match path {
+            "/metrics" => Some(
+                render(&self.registry)
+                    .map(|body| (carve_core::endpoint::OPENMETRICS, body))
+                    .map_err(|e| e.to_string()),
+            ),
+            "/volumes" => Some(Ok(("application/json", self.inventory()))),
+            _ => None,
+        }
+    }
+
+    fn paths(&self) -> &'static str {
+        "/metrics and /volumes are"
     }
 }
 
