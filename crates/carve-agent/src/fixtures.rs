@@ -129,3 +129,44 @@ pub fn selected_node(api: &FakeApi, ns: &str, name: &str) -> Option<String> {
                 .map(String::from)
         })
 }
+
+/// A carve node pod on `node` at `ip`.
+pub fn node_pod(node: &str, ip: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("carve-node-{node}"), "namespace": crate::fake_api::OWN_NAMESPACE,
+                        "labels": {"app.kubernetes.io/name": "carve-node"}},
+           "spec": {"nodeName": node, "containers": [{"name": "carve", "image": "carve"}]},
+           "status": {"phase": "Running", "podIP": ip}})
+}
+
+/// One inventory entry.
+pub fn lv(
+    id: &str,
+    kind: carve_core::inventory::Kind,
+    created: i64,
+) -> carve_core::inventory::Entry {
+    carve_core::inventory::Entry {
+        id: id.to_string(),
+        kind,
+        size_bytes: 1 << 30,
+        created,
+        name: "pvc-x".into(),
+        pv: "pvc-x".into(),
+        pvc: "data".into(),
+        pvc_namespace: "db".into(),
+        incomplete: false,
+    }
+}
+
+/// Inventories by pod IP; an IP not in the table is unreachable.
+pub struct Table(pub std::collections::HashMap<String, carve_core::inventory::Inventory>);
+
+#[async_trait::async_trait]
+impl crate::orphans::Inventories for Table {
+    async fn fetch(&self, ip: &str) -> Result<carve_core::inventory::Inventory, String> {
+        self.0
+            .get(ip)
+            .cloned()
+            .ok_or_else(|| format!("connect {ip}:9842: connection refused"))
+    }
+}

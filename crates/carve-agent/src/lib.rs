@@ -13,6 +13,9 @@
 //! - [`node_removal`]: a Node gone for good (past a grace period) has its
 //!   carve claims handled by a policy (ignore, event, delete-claims) and its
 //!   CSIStorageCapacity objects removed.
+//! - [`orphans`]: carve LVs no PV references and PVs whose LV is gone,
+//!   from each node's LV inventory (`GET /volumes`), reported as Events and
+//!   [`metrics`].
 //! - [`leader`]: the Lease that makes one replica the writer.
 //! - [`kinds`]: the objects and names the reconcilers read and every API call
 //!   the agent makes ([`rbac`] renders its RBAC from them), [`notify`]: the
@@ -20,8 +23,10 @@
 
 pub mod kinds;
 pub mod leader;
+pub mod metrics;
 pub mod node_removal;
 pub mod notify;
+pub mod orphans;
 pub mod placement;
 pub mod rbac;
 pub mod run;

@@ -7,6 +7,7 @@ use clap::Parser;
 
 use carve_agent::leader::LeaseConfig;
 use carve_agent::node_removal::{NodeRemoval, Policy};
+use carve_agent::orphans::{HttpInventories, Orphans};
 use carve_agent::run::{run, Settings};
 
 /// Durations on the command line: a number and a unit (`90s`, `10m`, `2h`).
@@ -41,7 +42,25 @@ struct Flags {
     /// How often carve's PVs and capacities are compared with the Nodes.
     #[arg(long, value_parser = duration, default_value = "60s")]
     node_removal_interval: Duration,
-    /// Namespace of the leader Lease (the agent's own).
+    /// How long a carve LV may exist without a PV (or a PV without its LV)
+    /// before it is reported as an orphan.
+    #[arg(long, value_parser = duration, default_value = "1h")]
+    orphan_grace: Duration,
+    /// How often each node's LV inventory is compared with the PVs.
+    #[arg(long, value_parser = duration, default_value = "10m")]
+    orphan_interval: Duration,
+    /// The port carve serves /metrics and /volumes on in its node pods
+    /// (carve serve --metrics-address).
+    #[arg(long, default_value_t = 9842)]
+    node_inventory_port: u16,
+    /// Label selector of carve's node pods in the agent's namespace.
+    #[arg(long, default_value = "app.kubernetes.io/name=carve-node")]
+    node_pod_selector: String,
+    /// Serve the agent's Prometheus metrics at HOST:PORT/metrics.
+    #[arg(long)]
+    metrics_address: Option<String>,
+    /// Namespace of the leader Lease: the agent's own, where carve's node pods
+    /// and CSIStorageCapacity objects are.
     #[arg(long, env = "POD_NAMESPACE", default_value = "carve-system")]
     leader_election_namespace: String,
     /// Name of the leader Lease.
@@ -97,7 +116,17 @@ async fn main() {
             renew_every: flags.leader_election_renew_interval,
         },
         node_removal: NodeRemoval::new(flags.node_removal_policy, flags.node_removal_grace),
-        sweep_every: flags.node_removal_interval,
+        node_removal_every: flags.node_removal_interval,
+        orphans: Orphans::new(
+            flags.orphan_grace,
+            &flags.node_pod_selector,
+            Box::new(HttpInventories {
+                port: flags.node_inventory_port,
+                timeout: Duration::from_secs(20),
+            }),
+        ),
+        orphans_every: flags.orphan_interval,
+        metrics_address: flags.metrics_address,
     };
     if let Err(e) = run(client, settings).await {
         eprintln!("carve-agent: {e}");

@@ -52,6 +52,7 @@ impl Notifier {
         if !self.leader.is_leader() {
             return;
         }
+        let action = format!("{reason}-{:08x}", digest(&note) as u32);
         let event = Event {
             type_: match kind {
                 Kind::Normal => EventType::Normal,
@@ -60,13 +61,24 @@ impl Notifier {
             reason: reason.to_string(),
             // The Events API caps a note at 1 kB.
             note: Some(truncate(note, 1000)),
-            action: reason.to_string(),
+            // kube's Recorder folds Events with the same regarding object,
+            // type, reason and action into one series and keeps the first
+            // note: two orphan LVs on one Node would show as one. The action
+            // carries a digest of the note, so only true repeats fold.
+            action,
             secondary: None,
         };
         if let Err(e) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%object, reason, error = %e, "could not record the event");
         }
     }
+}
+
+fn digest(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 fn truncate(mut s: String, max: usize) -> String {

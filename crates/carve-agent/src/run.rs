@@ -1,9 +1,10 @@
 //! The agent's main loop: campaign for the Lease, then, while leading, run
 //! the claim and StorageClass controllers (kube-runtime watches, one reconcile
-//! per object at a time, retried with back-off on errors, at once on a 409)
-//! and the node-removal sweep. Losing the Lease ends the run; the binary exits
-//! and is restarted as a candidate.
+//! per object at a time, retried with back-off on errors, at once on a 409),
+//! the node-removal sweep and the orphan sweep. Losing the Lease ends the
+//! run; the binary exits and is restarted as a candidate.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +16,20 @@ use kube::runtime::watcher;
 use kube::Api;
 
 use crate::leader::{Elector, Leadership, LeaseConfig};
+use crate::metrics::AgentMetrics;
 use crate::node_removal::NodeRemoval;
+use crate::orphans::Orphans;
 use crate::{placement, storage_class, Ctx, Error};
 
 pub struct Settings {
     pub driver: String,
     pub lease: LeaseConfig,
     pub node_removal: NodeRemoval,
-    pub sweep_every: Duration,
+    pub node_removal_every: Duration,
+    pub orphans: Orphans,
+    pub orphans_every: Duration,
+    /// Where /metrics is served, if anywhere.
+    pub metrics_address: Option<String>,
 }
 
 /// Back-off for a failed reconcile: a conflict is retried at once (the next
@@ -35,19 +42,46 @@ fn retry_after(error: &Error) -> Action {
     }
 }
 
-fn log_outcome<T: std::fmt::Debug, E: std::fmt::Display>(what: &str, r: Result<T, E>) {
+fn outcome<T: std::fmt::Debug, E: std::fmt::Display>(
+    metrics: &AgentMetrics,
+    what: &str,
+    r: Result<T, E>,
+) {
+    metrics.reconciled(what, r.is_ok());
     match r {
         Ok(o) => tracing::debug!(controller = what, "reconciled {o:?}"),
         Err(e) => tracing::warn!(controller = what, error = %e, "reconcile failed; retried"),
     }
 }
 
-pub async fn run(client: kube::Client, settings: Settings) -> anyhow_like::Result {
+/// Runs `sweep` every `every` for ever.
+async fn every<F, Fut>(every: Duration, mut sweep: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
+    loop {
+        sweep().await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+pub type RunResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+pub async fn run(client: kube::Client, settings: Settings) -> RunResult {
+    let metrics = AgentMetrics::default();
+    if let Some(address) = &settings.metrics_address {
+        let listener = carve_core::endpoint::bind("--metrics-address", address).await?;
+        let handler = Arc::new(crate::metrics::Handler(metrics.registry()));
+        tokio::spawn(carve_core::endpoint::serve(listener, handler));
+        tracing::info!(%address, "serving metrics at /metrics");
+    }
     let (tx, mut leadership) = Leadership::channel(false);
     let identity = settings.lease.identity.clone();
     let elector = tokio::spawn(Elector::new(client.clone(), settings.lease.clone()).run(tx));
     tracing::info!(%identity, "campaigning for the leader lease");
     leadership.until(true).await;
+    metrics.leader(true);
     tracing::info!(%identity, "leading: controllers start");
     let ctx = Arc::new(Ctx::new(
         client.clone(),
@@ -62,7 +96,10 @@ pub async fn run(client: kube::Client, settings: Settings) -> anyhow_like::Resul
         watcher::Config::default(),
     )
     .run(placement::reconcile, |_, e, _| retry_after(e), ctx.clone())
-    .for_each(|r| async move { log_outcome("placement", r) });
+    .for_each(|r| {
+        outcome(&metrics, "placement", r);
+        async {}
+    });
     let classes = Controller::new(
         Api::<StorageClass>::all(client.clone()),
         watcher::Config::default(),
@@ -72,37 +109,39 @@ pub async fn run(client: kube::Client, settings: Settings) -> anyhow_like::Resul
         |_, e, _| retry_after(e),
         ctx.clone(),
     )
-    .for_each(|r| async move { log_outcome("storage-class", r) });
-    let sweeper = {
-        let ctx = ctx.clone();
-        async move {
-            loop {
-                match settings.node_removal.sweep(&ctx).await {
-                    Ok(s) if s != Default::default() => {
-                        tracing::info!(sweep = ?s, "node removal sweep")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "node removal sweep failed; next sweep retries")
-                    }
-                }
-                tokio::time::sleep(settings.sweep_every).await;
+    .for_each(|r| {
+        outcome(&metrics, "storage-class", r);
+        async {}
+    });
+    let removal = every(settings.node_removal_every, || async {
+        let r = settings.node_removal.sweep(&ctx).await;
+        if let Ok(s) = &r {
+            metrics.node_removal(s.waiting.len() + s.handled.len(), s.claims_deleted.len());
+            if s != &Default::default() {
+                tracing::info!(sweep = ?s, "node removal sweep");
             }
         }
-    };
+        outcome(&metrics, "node-removal", r.map(|_| ()));
+    });
+    let orphans = every(settings.orphans_every, || async {
+        let r = settings.orphans.sweep(&ctx, &metrics).await;
+        if let Ok(report) = &r {
+            if report != &Default::default() {
+                tracing::info!(?report, "orphan sweep");
+            }
+        }
+        outcome(&metrics, "orphans", r.map(|_| ()));
+    });
     let mut lost = leadership.clone();
     tokio::select! {
         _ = claims => {}
         _ = classes => {}
-        _ = sweeper => {}
+        _ = removal => {}
+        _ = orphans => {}
         _ = lost.until(false) => tracing::warn!(%identity, "lost the leader lease: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
     }
+    metrics.leader(false);
     elector.abort();
     Ok(())
-}
-
-/// The binary's result type, without another error crate.
-pub mod anyhow_like {
-    pub type Result = std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }

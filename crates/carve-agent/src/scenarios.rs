@@ -553,3 +553,196 @@ async fn node_removal_survives_conflicts_errors_and_a_lost_lease() {
     let sweep = removal.sweep(&ctx).await.unwrap();
     assert_eq!(sweep.claims_deleted, ["db/data-0"]);
 }
+
+mod orphans {
+    use super::*;
+    use crate::metrics::AgentMetrics;
+    use crate::orphans::{HttpInventories, Inventories, Orphans};
+    use carve_core::inventory::{Inventory, Kind};
+    use std::collections::HashMap;
+
+    const OLD: i64 = 1_700_000_000;
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// Node a (reachable) and b (not); on a: a PV with its LV, a PV whose LV
+    /// is gone, a young PV whose LV is gone, an LV without a PV, a young one,
+    /// an incomplete copy, a snapshot with its content and one without.
+    fn orphan_world(
+        complete: bool,
+    ) -> (
+        crate::fake_api::FakeApi,
+        std::sync::Arc<crate::Ctx>,
+        Orphans,
+    ) {
+        let (api, ctx, _tx) = world();
+        std::mem::forget(_tx);
+        api.put(node_pod("node-a", "10.0.0.1"));
+        api.put(node_pod("node-b", "10.0.0.2"));
+        for (claim_name, pv) in [
+            ("data-0", "pvc-0"),
+            ("data-1", "pvc-1"),
+            ("data-2", "pvc-young"),
+        ] {
+            let (c, v) = bound("db", claim_name, "thin", pv, "node-a", "vg");
+            api.put(c);
+            api.put(v);
+        }
+        api.with(|s| {
+            let mut pv = s
+                .get("api/v1/persistentvolumes", "", "pvc-young")
+                .unwrap()
+                .clone();
+            pv["metadata"]["creationTimestamp"] =
+                k8s_openapi::jiff::Timestamp::now().to_string().into();
+            s.put(pv);
+        });
+        let (snap, content) = snapshot("db", "snap", "v1:node-a:vg/cs-kept");
+        api.put(snap);
+        api.put(content);
+        let mut incomplete = lv("v1:node-a:vg/cv-copying", Kind::Volume, OLD);
+        incomplete.incomplete = true;
+        let inventory = Inventory {
+            node: "node-a".into(),
+            complete,
+            volumes: vec![
+                lv("v1:node-a:vg/cv-pvc-0", Kind::Volume, OLD),
+                lv("v1:node-a:vg/cv-orphan", Kind::Volume, OLD),
+                lv("v1:node-a:vg/cv-young", Kind::Volume, now()),
+                incomplete,
+                lv("v1:node-a:vg/cs-kept", Kind::Snapshot, OLD),
+                lv("v1:node-a:vg/cs-orphan", Kind::Snapshot, OLD),
+            ],
+        };
+        let table = Table(HashMap::from([("10.0.0.1".to_string(), inventory)]));
+        let orphans = Orphans::new(
+            Duration::from_secs(3600),
+            "app.kubernetes.io/name=carve-node",
+            Box::new(table),
+        );
+        (api, ctx, orphans)
+    }
+
+    #[tokio::test]
+    async fn lvs_without_pvs_and_pvs_without_lvs_are_reported_once_past_grace() {
+        let (api, ctx, orphans) = orphan_world(true);
+        let metrics = AgentMetrics::default();
+        let report = orphans.sweep(&ctx, &metrics).await.unwrap();
+        assert_eq!(
+            report.lvs_without_pv,
+            [
+                ("node-a".to_string(), "v1:node-a:vg/cv-orphan".to_string()),
+                ("node-a".to_string(), "v1:node-a:vg/cs-orphan".to_string())
+            ]
+        );
+        assert_eq!(
+            report.pvs_without_lv,
+            [("node-a".to_string(), "pvc-1".to_string())]
+        );
+        assert_eq!(report.unreachable.len(), 1);
+        assert_eq!(report.unreachable[0].0, "node-b");
+        let on_node = api.events_about("node-a");
+        assert_eq!(on_node.len(), 2, "{on_node:?}");
+        assert!(on_node
+            .iter()
+            .all(|e| e.0 == "Warning" && e.1 == "OrphanVolume"));
+        assert!(
+            on_node[0].2.contains("cv-orphan") && on_node[0].2.contains("no PersistentVolume"),
+            "{on_node:?}"
+        );
+        assert!(
+            on_node[1].2.contains("no VolumeSnapshotContent"),
+            "{on_node:?}"
+        );
+        let missing = api.events_about("pvc-1");
+        assert_eq!(missing[0].1, "VolumeMissing");
+        assert!(api.events_about("pvc-young").is_empty() && api.events_about("pvc-0").is_empty());
+        let text = {
+            let mut s = String::new();
+            prometheus_client::encoding::text::encode(&mut s, &metrics.registry()).unwrap();
+            s
+        };
+        assert!(
+            text.contains(r#"carve_agent_orphan_lvs{node="node-a",kind="volume"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"carve_agent_orphan_lvs{node="node-a",kind="snapshot"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"carve_agent_missing_lvs{node="node-a"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"carve_agent_inventory_up{node="node-b"} 0"#),
+            "{text}"
+        );
+        // Nothing is removed or changed, and a second sweep repeats no Event.
+        let writes = api.writes();
+        assert!(
+            writes.iter().all(|w| w.path.contains("/events")),
+            "{writes:?}"
+        );
+        orphans.sweep(&ctx, &metrics).await.unwrap();
+        assert_eq!(api.writes().len(), writes.len());
+    }
+
+    #[tokio::test]
+    async fn an_incomplete_inventory_never_calls_a_pv_missing() {
+        let (api, ctx, orphans) = orphan_world(false);
+        let report = orphans.sweep(&ctx, &AgentMetrics::default()).await.unwrap();
+        assert!(report.pvs_without_lv.is_empty(), "{report:?}");
+        assert!(api.events_about("pvc-1").is_empty());
+        assert_eq!(report.lvs_without_pv.len(), 2);
+    }
+
+    /// The agent's HTTP reader against carve-core's endpoint serving a node's
+    /// inventory, as carve does.
+    #[tokio::test]
+    async fn the_inventory_is_read_over_http() {
+        struct Node(String);
+        impl carve_core::endpoint::Handler for Node {
+            fn get(&self, path: &str) -> Option<carve_core::endpoint::Answer> {
+                (path == "/volumes").then(|| Ok(("application/json", self.0.clone())))
+            }
+            fn paths(&self) -> &'static str {
+                "/volumes is"
+            }
+        }
+        let inventory = Inventory {
+            node: "node-a".into(),
+            complete: true,
+            volumes: (0..3000)
+                .map(|i| lv(&format!("v1:node-a:vg/cv-{i:04}"), Kind::Volume, OLD))
+                .collect(),
+        };
+        let listener = carve_core::endpoint::bind("--test", "127.0.0.1:0")
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(carve_core::endpoint::serve(
+            listener,
+            std::sync::Arc::new(Node(serde_json::to_string(&inventory).unwrap())),
+        ));
+        let http = HttpInventories {
+            port,
+            timeout: Duration::from_secs(5),
+        };
+        assert_eq!(http.fetch("127.0.0.1").await.unwrap(), inventory);
+        let closed = HttpInventories {
+            port: 1,
+            timeout: Duration::from_secs(5),
+        };
+        assert!(closed
+            .fetch("127.0.0.1")
+            .await
+            .unwrap_err()
+            .contains("connect"));
+    }
+}
