@@ -1,5 +1,7 @@
 # carve's container image: one image for the node plugin (privileged, next to
-# the host's LVM) and for the resizer endpoint (no privileges, no LVM).
+# the host's LVM), the resizer endpoint (no privileges, no LVM) and the
+# cluster agent (carve-agent, its own binary: only it links a Kubernetes
+# client).
 #
 # Both base images are pinned by digest and can be replaced with build args:
 #   RUST_IMAGE  the build stage: a Rust toolchain >= 1.89 on Debian 12 (glibc
@@ -34,8 +36,9 @@ COPY hack/image/smoke.rs hack/image/smoke.rs
 # The commit carve_build_info reports (the context has no .git).
 ARG CARVE_COMMIT=unknown
 ENV CARVE_COMMIT=${CARVE_COMMIT}
-RUN cargo build --release --locked -p carve --bin carve ${CARGO_OPTIONS} \
- && install -D -m 0755 target/release/carve /out/carve
+RUN cargo build --release --locked -p carve --bin carve -p carve-agent --bin carve-agent ${CARGO_OPTIONS} \
+ && install -D -m 0755 target/release/carve /out/carve \
+ && install -D -m 0755 target/release/carve-agent /out/carve-agent
 
 FROM ${BASE_IMAGE} AS runtime
 ARG APT_OPTIONS=
@@ -57,6 +60,7 @@ RUN apt-get ${APT_OPTIONS} update \
 # LVM inside a container, beside the host's LVM: see the file for each setting.
 COPY deploy/image/lvm.conf /etc/lvm/lvm.conf
 COPY --from=build /out/carve /usr/local/bin/carve
+COPY --from=build /out/carve-agent /usr/local/bin/carve-agent
 
 # One layer: what the step above removed is really gone from the image.
 FROM scratch

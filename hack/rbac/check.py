@@ -6,6 +6,11 @@
   (apiGroup, resource, verb) triples is granted by that component's own
   published RBAC at the pinned version (hack/rbac/reference/), or is one of
   the conditional rules listed below with the reason upstream gives for it.
+  carve-agent's reference is its own list of the API calls it makes
+  (crates/carve-agent/src/kinds.rs), rendered into deploy/kubernetes/base/
+  agent/rbac.yaml and components/agent-delete-claims/rbac.yaml; a cargo test
+  holds those files equal to the list, and the agent's tests run against a
+  fake API server that refuses any call not in it.
 - Every binding binds its role to the service account of the workload that
   runs that component, and within the workload only that component's
   containers mount the account's token: carve itself makes no Kubernetes API
@@ -33,12 +38,18 @@ COMPONENTS = {
     "carve-csi-resizer-leader-election": "csi-resizer",
     "carve-snapshot-controller": "snapshot-controller",
     "carve-snapshot-controller-leader-election": "snapshot-controller",
+    "carve-agent": "carve-agent",
+    "carve-agent-delete-claims": "carve-agent",
 }
 REFERENCE = {
     "external-provisioner": "external-provisioner-v6.3.0.yaml",
     "csi-snapshotter": "csi-snapshotter-v8.6.0.yaml",
     "csi-resizer": "external-resizer-v2.2.1.yaml",
     "snapshot-controller": "snapshot-controller-v8.6.0.yaml",
+    "carve-agent": [
+        os.path.join(REPO, "deploy/kubernetes/base/agent/rbac.yaml"),
+        os.path.join(REPO, "deploy/kubernetes/components/agent-delete-claims/rbac.yaml"),
+    ],
 }
 # Where each component runs: (workload kind, name) and its container.
 RUNS_IN = {
@@ -46,6 +57,7 @@ RUNS_IN = {
     "csi-snapshotter": ("DaemonSet", "carve-node", "csi-snapshotter"),
     "csi-resizer": ("Deployment", "carve-resizer", "csi-resizer"),
     "snapshot-controller": ("Deployment", "carve-snapshot-controller", "snapshot-controller"),
+    "carve-agent": ("Deployment", "carve-agent", "carve-agent"),
 }
 # Rules a reference file leaves commented out for a setup carve uses.
 CONDITIONAL = {
@@ -67,11 +79,14 @@ def triples(rules):
 
 
 def reference(component):
-    docs = yaml.safe_load_all(open(os.path.join(HERE, "reference", REFERENCE[component])))
+    files = REFERENCE[component]
+    if isinstance(files, str):
+        files = [os.path.join(HERE, "reference", files)]
     allowed = set()
-    for d in docs:
-        if d and d.get("kind") in ("ClusterRole", "Role"):
-            allowed |= triples(d.get("rules"))
+    for f in files:
+        for d in yaml.safe_load_all(open(f)):
+            if d and d.get("kind") in ("ClusterRole", "Role"):
+                allowed |= triples(d.get("rules"))
     return allowed | CONDITIONAL.get(component, set())
 
 
@@ -117,6 +132,8 @@ def check(path, errors):
         extra = triples(role.get("rules")) - reference(component)
         for g, res, v in sorted(extra):
             err(f"{kind} {rname}: {v} {g or 'core'}/{res} is not in {REFERENCE[component]}")
+        if component == "carve-agent" and rname != "carve-agent-delete-claims" and ("", "persistentvolumeclaims", "delete") in triples(role.get("rules")):
+            err(f"{kind} {rname}: deleting claims is granted only by components/agent-delete-claims")
     for d in docs:
         if d["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
             continue
@@ -155,7 +172,7 @@ def main(paths):
     roles = sum(check(p, errors) for p in paths)
     for e in errors:
         print("RBAC", e)
-    print(f"rbac: {roles} roles in {len(paths)} renderings checked against {len(REFERENCE)} upstream files; carve links no Kubernetes client: {len(errors)} error(s)")
+    print(f"rbac: {roles} roles in {len(paths)} renderings checked against {len(REFERENCE) - 1} upstream files and carve-agent's declared calls; carve links no Kubernetes client: {len(errors)} error(s)")
     return 1 if errors else 0
 
 
