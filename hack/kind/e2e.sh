@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # carve end to end on a kind cluster: PVC -> pod -> write -> snapshot ->
-# restore -> clone -> expand -> delete, checking the data at each step.
+# restore -> clone -> expand -> delete, checking the data at each step. The
+# restore's pod is not pinned to a node: carve-agent places the claim on the
+# snapshot's node (selected-node, a "Placed" Event) before any pod exists,
+# and the pod follows the volume.
 #
 # THIS SCRIPT CANNOT RUN ON CARVE'S DEVELOPMENT MACHINES: they have no Docker
 # engine and no access to image registries, so it has never been run there.
@@ -65,6 +68,7 @@ k wait --for condition=established --timeout=60s \
 k apply -k deploy/kubernetes/overlays/kind
 k -n carve-system rollout status ds/carve-node --timeout=180s
 k -n carve-system rollout status deploy/carve-resizer --timeout=180s
+k -n carve-system rollout status deploy/carve-agent --timeout=180s
 until [ "$(k -n carve-system get csistoragecapacities --no-headers 2>/dev/null | wc -l)" -ge 2 ]; do sleep 2; done
 
 # A claim of CLASS and SIZE, optionally from a dataSource (kind/name).
@@ -83,14 +87,17 @@ $ds
 YAML
 }
 # A pod with the claim at /data running COMMAND; waits until it succeeds.
+# Pinned to carve's node unless PIN=0.
 run() { # pod claim command
+    local pin='  nodeSelector: {carve.dev/node: "true"}'
+    [ "${PIN:-1}" = 0 ] && pin=""
     k apply -f - <<YAML
 apiVersion: v1
 kind: Pod
 metadata: {name: $1}
 spec:
   restartPolicy: Never
-  nodeSelector: {carve.dev/node: "true"}
+$pin
   containers:
     - name: c
       image: $image
@@ -121,7 +128,12 @@ YAML
     k wait --for=jsonpath='{.status.readyToUse}'=true --timeout=120s "volumesnapshot/snap-$class"
     echo "e2e: $class: restore and clone hold the data"
     pvc "restore-$class" "$class" 256Mi VolumeSnapshot "snap-$class" snapshot.storage.k8s.io
-    run "check-restore-$class" "restore-$class" 'test "$(sha256sum /data/f | cut -d\  -f1)" = "$(cat /data/f.sum)"'
+    echo "e2e: $class: carve-agent places the restore on the snapshot's node before any pod exists"
+    k wait --for=jsonpath='{.metadata.annotations.volume\.kubernetes\.io/selected-node}'="$cluster-worker" \
+        --timeout=60s "pvc/restore-$class"
+    k get events --field-selector "involvedObject.name=restore-$class,reason=Placed" -o name | grep -q . ||
+        { echo "e2e: no Placed event on restore-$class" >&2; exit 1; }
+    PIN=0 run "check-restore-$class" "restore-$class" 'test "$(sha256sum /data/f | cut -d\  -f1)" = "$(cat /data/f.sum)"'
     pvc "clone-$class" "$class" 256Mi PersistentVolumeClaim "src-$class"
     run "check-clone-$class" "clone-$class" 'test "$(sha256sum /data/f | cut -d\  -f1)" = "$(cat /data/f.sum)"'
     echo "e2e: $class: expand to 512Mi, data kept"

@@ -133,3 +133,56 @@ async fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// docs/agent.md documents every flag, and no flag that does not exist.
+    #[test]
+    fn every_flag_is_in_the_docs_and_every_documented_flag_exists() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/agent.md"))
+                .unwrap();
+        let flags: Vec<String> = super::Flags::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .filter(|f| f != "--help" && f != "--version")
+            .collect();
+        let table = &docs[docs.find("## Flags").unwrap()..];
+        for f in &flags {
+            assert!(
+                table.contains(&format!("| `{f}` |")),
+                "{f} is not in docs/agent.md's flag table"
+            );
+        }
+        let documented = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `--"))
+            .count();
+        assert_eq!(
+            documented,
+            flags.len(),
+            "docs/agent.md lists flags carve-agent does not have"
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_their_unit() {
+        assert_eq!(
+            super::duration("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            super::duration("10m"),
+            Ok(std::time::Duration::from_secs(600))
+        );
+        assert_eq!(
+            super::duration("2h"),
+            Ok(std::time::Duration::from_secs(7200))
+        );
+        for bad in ["", "10", "m", "5d", "-1s", "1.5h"] {
+            assert!(super::duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -122,3 +122,41 @@ impl carve_core::endpoint::Handler for Handler {
         "/metrics is"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/agent.md's metrics table names exactly what the registry exports.
+    #[test]
+    fn every_metric_is_in_the_docs() {
+        let docs =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/agent.md"))
+                .unwrap();
+        let m = super::AgentMetrics::default();
+        m.reconciled("placement", true);
+        m.orphans("n", 0, 0, 0);
+        m.inventory_up("n", true);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &m.registry()).unwrap();
+        let mut exported: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (name, kind) = l.split_once(' ').unwrap();
+                if kind == "counter" {
+                    format!("{name}_total")
+                } else {
+                    name.to_string()
+                }
+            })
+            .collect();
+        exported.sort();
+        let table = &docs[docs.find("## Metrics").unwrap()..docs.find("## Flags").unwrap()];
+        let mut documented: Vec<String> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .map(|l| l[..l.find('`').unwrap()].to_string())
+            .collect();
+        documented.sort();
+        assert_eq!(exported, documented);
+    }
+}
