@@ -11,16 +11,24 @@ use carve_csi::csi::node_client::NodeClient;
 use super::node::{attach, detach, paths, s, volume_stats};
 use super::*;
 
-/// The body of `GET /metrics` on 127.0.0.1:`port`, kept for hack/test.sh.
-fn scrape(port: u16, keep_as: &str) -> String {
+/// `GET path` on 127.0.0.1:`port`: the head (asserted 200) and the body.
+fn http_get(port: u16, path: &str) -> (String, String) {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))
         .unwrap_or_else(|e| panic!("connect to the metrics port {port}: {e}"));
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: carve\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: carve\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut raw = String::new();
     conn.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (head.to_string(), body.to_string())
+}
+
+/// The body of `GET /metrics` on 127.0.0.1:`port`, kept for hack/test.sh.
+fn scrape(port: u16, keep_as: &str) -> String {
+    let (head, body) = http_get(port, "/metrics");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/openmetrics-text; version=1.0.0"),
@@ -32,9 +40,9 @@ fn scrape(port: u16, keep_as: &str) -> String {
     );
     if let Ok(dir) = std::env::var("CARVE_METRICS_SCRAPES") {
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(format!("{dir}/{keep_as}.txt"), body).unwrap();
+        std::fs::write(format!("{dir}/{keep_as}.txt"), &body).unwrap();
     }
-    body.to_string()
+    body
 }
 
 /// Every sample of `name`: its labels and value.
@@ -647,19 +655,13 @@ async fn json_logs_name_the_rpc_and_its_ids_and_never_a_secret() {
 
 /// The body of `GET /volumes` on 127.0.0.1:`port`, parsed.
 fn inventory(port: u16) -> serde_json::Value {
-    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    conn.write_all(b"GET /volumes HTTP/1.1\r\nHost: carve\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut raw = String::new();
-    conn.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (head, body) = http_get(port, "/volumes");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: application/json"),
         "{head}"
     );
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("/volumes is JSON: {e}: {body}"))
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/volumes is JSON: {e}: {body}"))
 }
 
 /// Issue 16: the LV inventory carve-agent reads for its orphan report lists

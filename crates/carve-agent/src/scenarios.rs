@@ -20,6 +20,19 @@ fn pvc(
     typed(api, CLAIMS, ns, name)
 }
 
+/// Snapshot db/NAME, bound to its content, with this handle.
+fn put_snapshot(api: &crate::fake_api::FakeApi, name: &str, handle: &str) {
+    let (snap, content) = snapshot("db", name, handle);
+    api.put(snap);
+    api.put(content);
+}
+
+/// db/snap with this handle, and the claim db/restore (class thin) from it.
+fn restore_from_snapshot_on(api: &crate::fake_api::FakeApi, handle: &str) {
+    put_snapshot(api, "snap", handle);
+    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+}
+
 /// A world with nodes a and b, thick and thin carve classes.
 fn world() -> (
     crate::fake_api::FakeApi,
@@ -92,9 +105,7 @@ async fn clone_of_a_claim_is_placed_on_the_source_volume_node() {
 #[tokio::test]
 async fn a_claim_the_scheduler_sent_elsewhere_is_moved_and_a_right_one_left_alone() {
     let (api, ctx, _tx) = world();
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
+    put_snapshot(&api, "snap", "v1:node-b:vg/cs-1");
     let mut c = restore_of_snapshot("db", "restore", "thin", "snap");
     c["metadata"]["annotations"] = json!({"volume.kubernetes.io/selected-node": "node-a"});
     api.put(c);
@@ -130,10 +141,7 @@ async fn a_claim_the_scheduler_sent_elsewhere_is_moved_and_a_right_one_left_alon
 #[tokio::test]
 async fn a_source_on_a_deleted_node_is_explained_and_nothing_is_pinned() {
     let (api, ctx, _tx) = world();
-    let (snap, content) = snapshot("db", "snap", "v1:node-gone:vg/cs-1");
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, "v1:node-gone:vg/cs-1");
     let action = placement::reconcile(pvc(&api, "db", "restore"), ctx.clone())
         .await
         .unwrap();
@@ -157,10 +165,7 @@ async fn a_hashed_node_in_the_handle_is_matched_against_the_nodes() {
     api.put(node(&long));
     let id = carve_core::names::VolumeId::new(&long, "vg", "cs-1");
     assert!(matches!(id.node, carve_core::names::NodeRef::Hash(_)));
-    let (snap, content) = snapshot("db", "snap", &id.to_string());
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, &id.to_string());
     placement::reconcile(pvc(&api, "db", "restore"), ctx.clone())
         .await
         .unwrap();
@@ -194,9 +199,7 @@ async fn claims_that_are_not_carve_restores_are_left_alone() {
     let mut immediate = class("immediate", json!({}));
     immediate["volumeBindingMode"] = "Immediate".into();
     api.put(immediate);
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
+    put_snapshot(&api, "snap", "v1:node-b:vg/cs-1");
     api.put(restore_of_snapshot("db", "foreign", "other", "snap"));
     api.put(restore_of_snapshot("db", "immediate", "immediate", "snap"));
     api.put(claim("db", "plain", "thin"));
@@ -225,10 +228,7 @@ async fn a_cordoned_source_node_is_pinned_and_the_user_told_why_the_pod_waits() 
     let mut b = node("node-b");
     b["spec"] = json!({"unschedulable": true});
     api.put(b);
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, "v1:node-b:vg/cs-1");
     placement::reconcile(pvc(&api, "db", "restore"), ctx.clone())
         .await
         .unwrap();
@@ -247,10 +247,7 @@ async fn a_cordoned_source_node_is_pinned_and_the_user_told_why_the_pod_waits() 
 #[tokio::test]
 async fn a_conflicting_write_is_retried_on_a_fresh_read() {
     let (api, ctx, _tx) = world();
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, "v1:node-b:vg/cs-1");
     let stale = pvc(&api, "db", "restore");
     // The scheduler writes the claim between the agent's read and its patch.
     api.on_next(Method::PATCH, "persistentvolumeclaims/restore", |s| {
@@ -278,10 +275,7 @@ async fn a_conflicting_write_is_retried_on_a_fresh_read() {
 #[tokio::test]
 async fn api_errors_fail_the_reconcile_without_writes_and_the_retry_succeeds() {
     let (api, ctx, _tx) = world();
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, "v1:node-b:vg/cs-1");
     api.fail_next(
         Method::GET,
         "volumesnapshotcontents",
@@ -315,10 +309,7 @@ async fn api_errors_fail_the_reconcile_without_writes_and_the_retry_succeeds() {
 #[tokio::test]
 async fn a_leader_change_mid_reconcile_stops_the_write() {
     let (api, ctx, tx) = world();
-    let (snap, content) = snapshot("db", "snap", "v1:node-b:vg/cs-1");
-    api.put(snap);
-    api.put(content);
-    api.put(restore_of_snapshot("db", "restore", "thin", "snap"));
+    restore_from_snapshot_on(&api, "v1:node-b:vg/cs-1");
     // The Lease is lost while the agent reads the source's node.
     let tx = std::sync::Arc::new(tx);
     let flip = tx.clone();
