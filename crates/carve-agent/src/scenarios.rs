@@ -737,3 +737,30 @@ mod orphans {
             .contains("connect"));
     }
 }
+
+#[tokio::test]
+async fn a_claim_recreated_between_read_and_delete_is_not_deleted() {
+    let (api, ctx, _tx) = removed_node_world();
+    // The StatefulSet recreates data-0 (new uid) just as the agent deletes it.
+    api.on_next(Method::DELETE, "persistentvolumeclaims/data-0", |s| {
+        let mut c = s.get(CLAIMS, "db", "data-0").unwrap().clone();
+        c["metadata"]["uid"] = "uid-recreated".into();
+        s.put(c);
+    });
+    let sweep = NodeRemoval::new(Policy::DeleteClaims, Duration::ZERO)
+        .sweep(&ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        sweep.claims_deleted,
+        ["db/data-1"],
+        "the uid precondition failed for data-0 (409)"
+    );
+    assert!(claim_exists(&api, "data-0"));
+    let delete = api
+        .writes()
+        .into_iter()
+        .find(|w| w.method == Method::DELETE && w.path.ends_with("persistentvolumeclaims/data-0"))
+        .unwrap();
+    assert_eq!(delete.body["preconditions"]["uid"], "uid-claim-db-data-0");
+}
