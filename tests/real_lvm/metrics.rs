@@ -746,5 +746,19 @@ async fn the_volume_inventory_lists_carves_lvs_for_the_agent() {
         !ids.contains(&vol.volume_id.as_str()) && !ids.contains(&snap.snapshot_id.as_str()),
         "{ids:?}"
     );
+    drop(c);
+    drop(carve);
+
+    // A configured VG missing from the node (a disk not attached) hides its
+    // LVs: the inventory says it is not complete, so the agent calls no PV
+    // on it missing.
+    let base = std::fs::read_to_string(testbed_config()).unwrap();
+    let cfg = config_file(&format!(
+        "{base}\n[[device_class]]\nname = \"absent\"\nvolume_group = \"carve-not-attached\"\ntype = \"thick\"\n"
+    ));
+    let carve = Carve::start_with(cfg.path(), Opts::metrics(PORT)).await;
+    let inv = inventory(PORT);
+    assert_eq!(inv["complete"], false, "{inv}");
+    drop(carve);
     foreign_intact();
 }

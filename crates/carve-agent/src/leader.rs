@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::Api;
 use tokio::sync::watch;
@@ -63,6 +63,11 @@ pub struct LeaseConfig {
 pub struct Elector {
     api: Api<Lease>,
     config: LeaseConfig,
+    /// The other holder's Lease as last seen (holder, renewTime,
+    /// resourceVersion) and when, on this replica's clock: a Lease is
+    /// expired when it has not changed for its duration here, so two
+    /// machines' clocks never need to agree (as client-go does it).
+    observed: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 fn micro_now() -> MicroTime {
@@ -74,6 +79,7 @@ impl Elector {
         Elector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -85,6 +91,24 @@ impl Elector {
             renew_time: Some(micro_now()),
             lease_transitions: Some(transitions),
             ..LeaseSpec::default()
+        }
+    }
+
+    /// Whether another holder's Lease has gone unrenewed for its duration,
+    /// timed from when this replica first saw it in its current state.
+    fn expired(&self, lease: &Lease, spec: &LeaseSpec) -> bool {
+        let seen = format!(
+            "{:?}/{:?}/{:?}",
+            spec.holder_identity, spec.renew_time, lease.metadata.resource_version
+        );
+        let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+        let mut observed = self.observed.lock().unwrap();
+        match &*observed {
+            Some((last, at)) if *last == seen => at.elapsed() > duration,
+            _ => {
+                *observed = Some((seen, Instant::now()));
+                false
+            }
         }
     }
 
@@ -108,19 +132,15 @@ impl Elector {
         };
         let spec = lease.spec.clone().unwrap_or_default();
         let mine = spec.holder_identity.as_deref() == Some(self.config.identity.as_str());
-        let held_until = spec.renew_time.as_ref().map(|t| {
-            t.0 + SignedDuration::from_secs(spec.lease_duration_seconds.unwrap_or(0) as i64)
-        });
-        let free = spec.holder_identity.as_deref().unwrap_or("").is_empty()
-            || held_until.is_none_or(|until| until < Timestamp::now());
-        if !mine && !free {
+        let free = spec.holder_identity.as_deref().unwrap_or("").is_empty();
+        if !mine && !free && !self.expired(&lease, &spec) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or(0);
         let next = if mine {
             self.spec(spec.acquire_time.clone(), transitions)
         } else {
-            tracing::info!(previous = ?spec.holder_identity, "taking over the expired leader lease");
+            tracing::info!(previous = ?spec.holder_identity, "taking over the leader lease (free, or unrenewed for its duration)");
             self.spec(Some(micro_now()), transitions + 1)
         };
         let replacement = Lease {
@@ -138,29 +158,76 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up on a clean exit (SIGTERM, a rollout), so the next
+    /// replica need not wait out its duration; only if it is still ours, and
+    /// with the resourceVersion read.
+    pub async fn release(&self) {
+        let Ok(Some(lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let mut spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        let released = Lease {
+            metadata: lease.metadata.clone(),
+            spec: Some(spec),
+        };
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &released)
+            .await
+        {
+            Ok(_) => tracing::info!("released the leader lease"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release the leader lease; it expires on its own")
+            }
+        }
+    }
+
     /// Campaigns and renews for ever, publishing whether this replica leads.
-    /// A leader that cannot renew for two thirds of the Lease's duration
-    /// stops writing before anyone else may take over.
-    pub async fn run(self, tx: watch::Sender<bool>) {
+    /// Leadership ends at `renewal start + 2/3 of the duration` unless a
+    /// renewal succeeds before, whatever the API does (an attempt is cut off
+    /// at that deadline): others may take over only a full duration after the
+    /// renewal they last saw, so the old leader has stopped writing by then.
+    pub async fn run(&self, tx: watch::Sender<bool>) {
         let deadline = self.config.duration * 2 / 3;
-        let mut last_renewed: Option<Instant> = None;
-        loop {
-            let leading = match self.try_once().await {
-                Ok(true) => {
-                    last_renewed = Some(Instant::now());
-                    true
-                }
-                Ok(false) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "leader lease: cannot reach the API");
-                    last_renewed.is_some_and(|t| t.elapsed() < deadline)
-                }
-            };
+        // When the last successful renewal started.
+        let mut renewed: Option<Instant> = None;
+        let publish = |leading: bool| {
             if leading != *tx.borrow() {
                 tracing::info!(leading, identity = %self.config.identity, "leader lease changed hands");
             }
             tx.send_replace(leading);
-            tokio::time::sleep(self.config.renew_every).await;
+        };
+        loop {
+            let started = Instant::now();
+            // An attempt may not outlast the current leadership.
+            let limit = renewed.map_or(self.config.renew_every, |t| {
+                (t + deadline)
+                    .saturating_duration_since(started)
+                    .min(self.config.renew_every)
+            });
+            match tokio::time::timeout(limit, self.try_once()).await {
+                Ok(Ok(true)) => renewed = Some(started),
+                Ok(Ok(false)) => renewed = None,
+                Ok(Err(e)) => tracing::warn!(error = %e, "leader lease: cannot reach the API"),
+                Err(_) => tracing::warn!("leader lease: the API did not answer in time"),
+            }
+            let leading = renewed.is_some_and(|t| t.elapsed() < deadline);
+            publish(leading);
+            // Sleep until the next renewal, dropping leadership at its
+            // deadline if that comes first.
+            let next = started + self.config.renew_every;
+            if let Some(end) = renewed
+                .map(|t| t + deadline)
+                .filter(|end| *end < next && leading)
+            {
+                tokio::time::sleep_until(end.into()).await;
+                publish(false);
+            }
+            tokio::time::sleep_until(next.into()).await;
         }
     }
 }
@@ -214,11 +281,52 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn takes_over_an_expired_lease_and_counts_the_transition() {
+    async fn takes_over_a_lease_unrenewed_for_its_duration_on_its_own_clock() {
         let (api, client) = FakeApi::start();
+        // The holder's renewTime is far in the past by this clock, and far in
+        // the future: neither counts, only how long it stays unchanged here.
         api.put(lease("agent-a", "2026-01-01T00:00:00.000000Z"));
-        let b = Elector::new(client, config("agent-b"));
-        assert!(b.try_once().await.unwrap());
+        let mut cfg = config("agent-b");
+        cfg.duration = Duration::from_millis(300);
+        let b = Elector::new(client, cfg);
+        api.with(|s| {
+            let mut l = s
+                .get(
+                    "apis/coordination.k8s.io/v1/leases",
+                    "carve-system",
+                    "carve-agent",
+                )
+                .unwrap()
+                .clone();
+            l["spec"]["leaseDurationSeconds"] = 1.into();
+            s.put(l);
+        });
+        assert!(!b.try_once().await.unwrap(), "first seen now: not expired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !b.try_once().await.unwrap(),
+            "unchanged for 0.5 s of its 1 s"
+        );
+        // The holder renews: the clock starts again.
+        api.with(|s| {
+            let mut l = s
+                .get(
+                    "apis/coordination.k8s.io/v1/leases",
+                    "carve-system",
+                    "carve-agent",
+                )
+                .unwrap()
+                .clone();
+            l["spec"]["renewTime"] = "2099-01-01T00:00:00.000000Z".into();
+            s.put(l);
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!b.try_once().await.unwrap(), "renewed 0.6 s ago");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(
+            b.try_once().await.unwrap(),
+            "unchanged for over its duration: taken"
+        );
         let spec = holder(&api);
         assert_eq!(spec["holderIdentity"], "agent-b");
         assert_eq!(spec["leaseTransitions"], 4);
@@ -227,7 +335,9 @@ mod tests {
     #[tokio::test]
     async fn a_race_for_the_lease_has_one_winner() {
         let (api, client) = FakeApi::start();
-        api.put(lease("agent-a", "2026-01-01T00:00:00.000000Z"));
+        let mut free = lease("", "2026-01-01T00:00:00.000000Z");
+        free["spec"]["leaseTransitions"] = 3.into();
+        api.put(free);
         // agent-c renews between agent-b's read and its replace.
         api.on_next(Method::PUT, "leases/carve-agent", |store| {
             let mut l = store
@@ -253,7 +363,7 @@ mod tests {
         cfg.duration = Duration::from_millis(300);
         cfg.renew_every = Duration::from_millis(50);
         let (tx, mut leadership) = Leadership::channel(false);
-        tokio::spawn(Elector::new(client, cfg).run(tx));
+        tokio::spawn(async move { Elector::new(client, cfg).run(tx).await });
         tokio::time::timeout(Duration::from_secs(5), leadership.until(true))
             .await
             .unwrap();
@@ -268,5 +378,45 @@ mod tests {
             .await
             .expect("leadership dropped within the renew deadline");
         assert!(leadership.check().is_err());
+    }
+
+    // Two workers: the fake server's task blocks one while the API "hangs".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_api_cannot_keep_a_leader_leading_past_its_deadline() {
+        let (api, client) = FakeApi::start();
+        let mut cfg = config("agent-a");
+        cfg.duration = Duration::from_millis(600);
+        cfg.renew_every = Duration::from_millis(200);
+        let (tx, mut leadership) = Leadership::channel(false);
+        let (hang_tx, hang_rx) = std::sync::mpsc::channel::<()>();
+        tokio::spawn(async move { Elector::new(client, cfg).run(tx).await });
+        tokio::time::timeout(Duration::from_secs(5), leadership.until(true))
+            .await
+            .unwrap();
+        let became = Instant::now();
+        // The next Lease read never gets an answer (the server blocks).
+        api.on_next(Method::GET, "leases/carve-agent", move |_| {
+            let _ = hang_rx.recv_timeout(Duration::from_secs(3));
+        });
+        tokio::time::timeout(Duration::from_secs(5), leadership.until(false))
+            .await
+            .expect("leadership dropped although the API hangs");
+        assert!(
+            became.elapsed() < Duration::from_millis(600),
+            "dropped before the Lease's duration: {:?}",
+            became.elapsed()
+        );
+        drop(hang_tx);
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_is_free_at_once() {
+        let (api, client) = FakeApi::start();
+        let a = Elector::new(client.clone(), config("agent-a"));
+        assert!(a.try_once().await.unwrap());
+        a.release().await;
+        assert!(holder(&api)["holderIdentity"].is_null());
+        let b = Elector::new(client, config("agent-b"));
+        assert!(b.try_once().await.unwrap(), "free: taken without waiting");
     }
 }

@@ -99,6 +99,14 @@ impl AgentMetrics {
             .set(missing);
     }
 
+    /// Forgets the per-node series before a sweep sets them again, so a node
+    /// that is gone leaves no stale series.
+    pub fn clear_nodes(&self) {
+        self.orphan_lvs.clear();
+        self.missing_lvs.clear();
+        self.inventory_up.clear();
+    }
+
     pub fn node_removal(&self, removed: usize, deleted: usize) {
         self.removed_nodes.set(removed as i64);
         self.claims_deleted.inc_by(deleted as u64);

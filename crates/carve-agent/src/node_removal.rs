@@ -79,12 +79,19 @@ impl NodeRemoval {
     }
 
     pub async fn sweep(&self, ctx: &Ctx) -> Result<Sweep, Error> {
+        // A node is present under its name, or under the topology value its
+        // kubelet labels it with from carve's NodeGetInfo (carve's node ID,
+        // should it differ from the name).
         let nodes: BTreeSet<String> = Api::<Node>::all(ctx.client.clone())
             .list(&Default::default())
             .await?
             .items
             .iter()
-            .map(|n| n.name_any())
+            .flat_map(|n| {
+                let mut ids = vec![n.name_any()];
+                ids.extend(n.labels().get(TOPOLOGY_KEY).cloned());
+                ids
+            })
             .collect();
         let mut by_node: BTreeMap<String, OnNode> = BTreeMap::new();
         for pv in Api::<PersistentVolume>::all(ctx.client.clone())
@@ -122,10 +129,21 @@ impl NodeRemoval {
             tracing::warn!("the API lists no Nodes; not treating any node as removed");
             return Ok(sweep);
         }
+        let known = by_node.len();
         let gone: Vec<(String, OnNode)> = by_node
             .into_iter()
             .filter(|(n, _)| !nodes.contains(n))
             .collect();
+        if known > 1 && gone.len() == known {
+            // Every node carve has volumes on gone at once is far likelier a
+            // naming mismatch (carve's --node-id not the Node's name) than a
+            // cluster that lost all of them: act on none.
+            tracing::warn!(
+                nodes = ?gone.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                "every node carve's volumes name is missing from the cluster; not treating any as removed (is carve's --node-id the Node's name?)"
+            );
+            return Ok(sweep);
+        }
         let past_grace = self.track(&gone, &nodes);
         for (node, on) in gone {
             if !past_grace.contains(&node) {
@@ -302,5 +320,11 @@ async fn bound_claim(
     let pvc = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
         .get_opt(name)
         .await?;
-    Ok(pvc.filter(|p| r.uid.is_none() || p.metadata.uid == r.uid))
+    // The same claim the PV names (uid), bound to this PV: never a claim that
+    // merely has the name.
+    let pv_name = pv.name_any();
+    Ok(pvc.filter(|p| {
+        (r.uid.is_none() || p.metadata.uid == r.uid)
+            && p.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(pv_name.as_str())
+    }))
 }

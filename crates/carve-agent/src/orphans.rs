@@ -11,8 +11,9 @@
 //! Report only: Warning Events (on the PV, or on the Node for an LV without
 //! a PV) and metrics. Nothing younger than the grace period is reported (a
 //! create whose PV is not written yet, a PV whose create is still copying),
-//! nor an incomplete copy, and a PV is called missing its LV only when the
-//! node's inventory is complete. The agent removes nothing: the only way to
+//! nor an incomplete copy, nor a Released PV, and a PV is called missing its
+//! LV only when the node's inventory is complete (every configured VG in its
+//! report, no entry cut). The agent removes nothing: the only way to
 //! remove an LV is its node's CSI socket, which the agent cannot reach; the
 //! runbook is in docs/agent.md.
 
@@ -143,10 +144,24 @@ impl Orphans {
     }
 
     pub async fn sweep(&self, ctx: &Ctx, metrics: &AgentMetrics) -> Result<Report, Error> {
-        let pods = Api::<Pod>::namespaced(ctx.client.clone(), &ctx.namespace)
+        // One running pod per node (a rollout or an evicted pod can leave
+        // more objects than that).
+        let mut pods: BTreeMap<String, String> = BTreeMap::new();
+        for pod in Api::<Pod>::namespaced(ctx.client.clone(), &ctx.namespace)
             .list(&ListParams::default().labels(&self.node_pods))
             .await?
-            .items;
+            .items
+        {
+            let status = pod.status.as_ref();
+            let running = status.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && pod.metadata.deletion_timestamp.is_none();
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            let ip = status.and_then(|s| s.pod_ip.clone());
+            if let (true, Some(node), Some(ip)) = (running, node, ip) {
+                pods.entry(node).or_insert(ip);
+            }
+        }
+        metrics.clear_nodes();
         let mut pvs_by_handle: HashMap<String, PersistentVolume> = HashMap::new();
         for pv in Api::<PersistentVolume>::all(ctx.client.clone())
             .list(&Default::default())
@@ -183,13 +198,7 @@ impl Orphans {
         let now = now_secs();
         let grace = self.grace.as_secs() as i64;
         let mut per_node: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-        for pod in pods {
-            let (Some(node), Some(ip)) = (
-                pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-                pod.status.as_ref().and_then(|s| s.pod_ip.clone()),
-            ) else {
-                continue;
-            };
+        for (node, ip) in pods {
             let inventory = match self.source.fetch(&ip).await {
                 Ok(i) => i,
                 Err(why) => {
@@ -243,9 +252,13 @@ impl Orphans {
                 continue;
             }
             for (handle, pv) in &pvs_by_handle {
+                // A Released PV is on its way out (its provisioner removes the
+                // LV first, then the PV): not missing anything.
+                let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
                 if kinds::pv_node(pv, &ctx.driver).as_deref() != Some(node.as_str())
                     || on_node.contains(handle.as_str())
                     || pv.metadata.deletion_timestamp.is_some()
+                    || matches!(phase, Some("Released") | Some("Failed"))
                 {
                     continue;
                 }

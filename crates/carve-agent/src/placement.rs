@@ -102,7 +102,8 @@ pub async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result
     };
     let classes: Api<StorageClass> = Api::all(ctx.client.clone());
     let Some(class) = classes.get_opt(&class_name).await? else {
-        return Ok(Action::await_change());
+        // The claim may come before its class (GitOps ordering): look again.
+        return Ok(Action::requeue(Duration::from_secs(60)));
     };
     if !kinds::is_carve_class(&class, &ctx.driver) {
         return Ok(Action::await_change());

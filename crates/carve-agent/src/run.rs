@@ -78,9 +78,20 @@ pub async fn run(client: kube::Client, settings: Settings) -> RunResult {
     }
     let (tx, mut leadership) = Leadership::channel(false);
     let identity = settings.lease.identity.clone();
-    let elector = tokio::spawn(Elector::new(client.clone(), settings.lease.clone()).run(tx));
+    let elector = Arc::new(Elector::new(client.clone(), settings.lease.clone()));
+    let campaign = {
+        let elector = elector.clone();
+        tokio::spawn(async move { elector.run(tx).await })
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tracing::info!(%identity, "campaigning for the leader lease");
-    leadership.until(true).await;
+    tokio::select! {
+        _ = leadership.until(true) => {}
+        _ = terminate.recv() => {
+            tracing::info!("SIGTERM before leading: exiting");
+            return Ok(());
+        }
+    }
     metrics.leader(true);
     tracing::info!(%identity, "leading: controllers start");
     let ctx = Arc::new(Ctx::new(
@@ -139,9 +150,13 @@ pub async fn run(client: kube::Client, settings: Settings) -> RunResult {
         _ = removal => {}
         _ = orphans => {}
         _ = lost.until(false) => tracing::warn!(%identity, "lost the leader lease: stopping"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
     }
     metrics.leader(false);
-    elector.abort();
+    campaign.abort();
+    // Writes stop with the controllers above; then the Lease is handed back
+    // (if still ours) so a rollout's next replica takes it at once.
+    elector.release().await;
     Ok(())
 }

@@ -575,6 +575,15 @@ mod orphans {
         std::mem::forget(_tx);
         api.put(node_pod("node-a", "10.0.0.1"));
         api.put(node_pod("node-b", "10.0.0.2"));
+        // A failed pod of node a from before (same node, stale IP): skipped.
+        let mut old = node_pod("node-a", "10.0.0.9");
+        old["metadata"]["name"] = "carve-node-old".into();
+        old["status"]["phase"] = "Failed".into();
+        api.put(old);
+        // A released PV on node a whose LV its provisioner already removed.
+        let (_, mut released) = bound("db", "gone", "thin", "pvc-released", "node-a", "vg");
+        released["status"]["phase"] = "Released".into();
+        api.put(released);
         for (claim_name, pv) in [
             ("data-0", "pvc-0"),
             ("data-1", "pvc-1"),
@@ -653,6 +662,10 @@ mod orphans {
         let missing = api.events_about("pvc-1");
         assert_eq!(missing[0].1, "VolumeMissing");
         assert!(api.events_about("pvc-young").is_empty() && api.events_about("pvc-0").is_empty());
+        assert!(
+            api.events_about("pvc-released").is_empty(),
+            "a Released PV is not missing its LV"
+        );
         let text = {
             let mut s = String::new();
             prometheus_client::encoding::text::encode(&mut s, &metrics.registry()).unwrap();
@@ -763,4 +776,73 @@ async fn a_claim_recreated_between_read_and_delete_is_not_deleted() {
         .find(|w| w.method == Method::DELETE && w.path.ends_with("persistentvolumeclaims/data-0"))
         .unwrap();
     assert_eq!(delete.body["preconditions"]["uid"], "uid-claim-db-data-0");
+}
+
+#[tokio::test]
+async fn only_the_claim_bound_to_the_pv_is_deleted_never_one_with_its_name() {
+    let (api, ctx, _tx) = removed_node_world();
+    // A PV pre-bound by name only (no uid), while the claim of that name is
+    // bound to another volume.
+    api.with(|s| {
+        let mut pv = s
+            .get("api/v1/persistentvolumes", "", "pvc-0")
+            .unwrap()
+            .clone();
+        pv["spec"]["claimRef"]["uid"] = serde_json::Value::Null;
+        s.put(pv);
+        let mut c = s.get(CLAIMS, "db", "data-0").unwrap().clone();
+        c["spec"]["volumeName"] = "pvc-elsewhere".into();
+        s.put(c);
+    });
+    let sweep = NodeRemoval::new(Policy::DeleteClaims, Duration::ZERO)
+        .sweep(&ctx)
+        .await
+        .unwrap();
+    assert_eq!(sweep.claims_deleted, ["db/data-1"]);
+    assert!(claim_exists(&api, "data-0"));
+}
+
+#[tokio::test]
+async fn a_node_is_present_under_its_topology_label_and_all_gone_at_once_is_refused() {
+    let (api, ctx, _tx) = removed_node_world();
+    // carve's node ID "node-a" is the topology label of a Node named otherwise.
+    let mut renamed = node("ip-10-0-0-1.internal");
+    renamed["metadata"]["labels"] = json!({"topology.carve.dev/node": "node-a"});
+    api.put(renamed);
+    let removal = NodeRemoval::new(Policy::DeleteClaims, Duration::ZERO);
+    assert_eq!(removal.sweep(&ctx).await.unwrap(), Default::default());
+    // Now no Node matches either of carve's two nodes: a naming mismatch,
+    // not two removals.
+    api.with(|s| {
+        s.remove("api/v1/nodes", "", "ip-10-0-0-1.internal");
+        s.remove("api/v1/nodes", "", "node-b");
+    });
+    assert_eq!(removal.sweep(&ctx).await.unwrap(), Default::default());
+    assert!(api.writes().is_empty(), "{:?}", api.writes());
+}
+
+#[tokio::test]
+async fn a_claim_before_its_class_and_a_cross_namespace_source_are_handled() {
+    let (api, ctx, _tx) = world();
+    put_snapshot(&api, "snap", "v1:node-b:vg/cs-1");
+    api.put(restore_of_snapshot("db", "early", "not-yet", "snap"));
+    let action = placement::reconcile(pvc(&api, "db", "early"), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(60)),
+        "looked at again"
+    );
+    // A dataSourceRef into another namespace is not followed (ReferenceGrant
+    // is not the agent's call, and the Event would say where the data is).
+    let mut cross = restore_of_snapshot("web", "cross", "thin", "snap");
+    cross["spec"]["dataSourceRef"]["namespace"] = "db".into();
+    cross["spec"]["dataSource"] = serde_json::Value::Null;
+    api.put(cross);
+    placement::reconcile(pvc(&api, "web", "cross"), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(selected_node(&api, "web", "cross"), None);
+    assert!(api.events_about("cross").is_empty());
 }

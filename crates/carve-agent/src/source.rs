@@ -27,16 +27,21 @@ pub enum Source {
 }
 
 /// The data source a claim names: dataSourceRef wins over dataSource (the API
-/// server keeps them equal when both are set); a cross-namespace
-/// dataSourceRef names its namespace.
+/// server keeps them equal when both are set). A cross-namespace
+/// dataSourceRef is not followed: whether it may be used is a ReferenceGrant
+/// decision the agent does not make, and following it would tell the claim's
+/// author where another namespace's data lives.
 fn data_source(pvc: &PersistentVolumeClaim) -> Option<(String, String, String, String)> {
     let ns = pvc.metadata.namespace.clone().unwrap_or_default();
     let spec = pvc.spec.as_ref()?;
     if let Some(r) = &spec.data_source_ref {
+        if r.namespace.as_ref().is_some_and(|other| *other != ns) {
+            return None;
+        }
         return Some((
             r.api_group.clone().unwrap_or_default(),
             r.kind.clone(),
-            r.namespace.clone().unwrap_or(ns),
+            ns,
             r.name.clone(),
         ));
     }

@@ -12,7 +12,8 @@ pub const MAX_ENTRIES: usize = 20_000;
 pub struct Inventory {
     /// carve's node ID (the Kubernetes node name).
     pub node: String,
-    /// False while carve has no LVM report yet, or past [`MAX_ENTRIES`].
+    /// False while carve has no LVM report yet, while a configured VG is
+    /// missing from it, or past [`MAX_ENTRIES`].
     pub complete: bool,
     pub volumes: Vec<Entry>,
 }

@@ -3,7 +3,8 @@
 //! learns a node's LVs without a Kubernetes client in the node plugin and
 //! without CRDs: the agent reads it over the pod network like a scrape.
 //! Read-only, from the same cached LVM view the metrics come from (no lvm
-//! command per request), bounded by [`MAX_ENTRIES`]. It holds what
+//! command per request), bounded by [`MAX_ENTRIES`]; `complete` only when
+//! every configured VG is in the report and nothing was cut. It holds what
 //! `carve_volume_size_bytes` already labels (IDs, claim names, sizes), so it
 //! is served on the metrics address and nowhere else.
 
@@ -47,7 +48,15 @@ pub fn inventory(c: &ControllerService, view: Option<&View>) -> Inventory {
         .map(|(lv, kind)| entry(c, lv, kind))
         .collect();
     volumes.sort_by(|a, b| a.id.cmp(&b.id));
-    let complete = volumes.len() <= MAX_ENTRIES;
+    // A configured VG missing from the report (a disk not attached, a VG not
+    // activated) hides its LVs: the agent must not take their absence for
+    // PVs whose LVs are gone.
+    let every_vg = c
+        .config
+        .device_classes
+        .iter()
+        .all(|d| view.lvm.vgs.contains_key(&d.volume_group));
+    let complete = every_vg && volumes.len() <= MAX_ENTRIES;
     volumes.truncate(MAX_ENTRIES);
     Inventory {
         node: c.node_id.clone(),
