@@ -19,7 +19,7 @@ import grpc
 from grpc_tools import protoc
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "..", "proto"))
+PROTO_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "proto"))
 
 
 def load_stubs(out):
