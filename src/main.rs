@@ -9,7 +9,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use carve_core::config::Config;
-use carve_core::lvm::{Lvm, SystemLvm};
+use carve_core::config::LvmRunnerKind;
+use carve_core::lvm::{Lvm, LvmRunner, ShellLvm, SystemLvm};
 
 #[derive(Parser)]
 #[command(
@@ -204,6 +205,27 @@ fn serve(args: ServeArgs) -> ExitCode {
 /// The binaries carve runs, checked at start-up rather than at the first
 /// request: lvm must run (exit 3 otherwise); missing filesystem tools only
 /// limit the filesystems volumes can use, and are reported.
+/// The lvm shells when the config asks for them and one answers; else one
+/// process per command (an lvm without the lvmdbusd profile, say), said once
+/// in the log.
+async fn choose_runner(lvm: &str, config: &Config, single: Arc<SystemLvm>) -> Arc<dyn LvmRunner> {
+    if config.lvm_runner == LvmRunnerKind::Process {
+        tracing::info!("lvm commands run one process each (lvm_runner = \"process\")");
+        return single;
+    }
+    let shells = ShellLvm::new(lvm, config.lvm_timeout(), config.lvm_shells);
+    match shells.check().await {
+        Ok(version) => {
+            tracing::info!(shells = config.lvm_shells, lvm = %version, "lvm commands run through lvm shells");
+            Arc::new(shells)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the lvm shell does not answer: lvm commands run one process each");
+            single
+        }
+    }
+}
+
 async fn check_tools(lvm: &str, runner: Arc<SystemLvm>) -> Result<(), String> {
     if carve_core::host::exec::find_in_path(lvm).is_none() {
         return Err(format!(
@@ -233,11 +255,12 @@ async fn check_tools(lvm: &str, runner: Arc<SystemLvm>) -> Result<(), String> {
 }
 
 async fn run(args: ServeArgs, config: Config) -> ExitCode {
-    let runner = Arc::new(SystemLvm::new(args.lvm.clone(), config.lvm_timeout()));
-    if let Err(e) = check_tools(&args.lvm, runner.clone()).await {
+    let single = Arc::new(SystemLvm::new(args.lvm.clone(), config.lvm_timeout()));
+    if let Err(e) = check_tools(&args.lvm, single.clone()).await {
         eprintln!("carve: {e}");
         return ExitCode::from(3);
     }
+    let runner = choose_runner(&args.lvm, &config, single).await;
     let opts = carve_csi::server::Options {
         endpoint: args.endpoint,
         node_id: args.node_id,

@@ -22,6 +22,11 @@ pub struct Config {
     pub capacity_refresh_seconds: u64,
     /// Timeout for one lvm command; its whole process group is killed after it.
     pub lvm_timeout_seconds: u64,
+    /// How lvm commands run: through long-lived `lvm shell` processes, or
+    /// one process per command.
+    pub lvm_runner: LvmRunnerKind,
+    /// How many lvm shells run commands at once (with `LvmRunnerKind::Shell`).
+    pub lvm_shells: usize,
     /// How long a CreateVolume waits for a thick restore's or clone's block
     /// copy before answering Aborted with its progress, when the caller set no
     /// deadline (with one, carve answers shortly before it).
@@ -39,6 +44,17 @@ pub struct Config {
     /// Most volumes with metric series of their own (the rest are counted).
     pub metrics_volume_limit: usize,
     pub device_classes: Vec<DeviceClass>,
+}
+
+/// How carve runs lvm commands (`lvm_runner` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LvmRunnerKind {
+    /// Long-lived `lvm shell` processes (lvmdbusd's protocol): no process
+    /// start and library set-up per command.
+    Shell,
+    /// One `lvm` process per command: the fallback.
+    Process,
 }
 
 /// Thin pool fill thresholds, in percent of data or metadata used.
@@ -70,6 +86,10 @@ struct RawConfig {
     capacity_refresh_seconds: u64,
     #[serde(default = "default_timeout")]
     lvm_timeout_seconds: u64,
+    #[serde(default = "default_lvm_runner")]
+    lvm_runner: LvmRunnerKind,
+    #[serde(default = "default_lvm_shells")]
+    lvm_shells: usize,
     #[serde(default = "default_copy_wait")]
     copy_wait_seconds: u64,
     #[serde(default = "default_copy_workers")]
@@ -136,6 +156,12 @@ fn default_refresh() -> u64 {
 }
 fn default_timeout() -> u64 {
     60
+}
+fn default_lvm_runner() -> LvmRunnerKind {
+    LvmRunnerKind::Shell
+}
+fn default_lvm_shells() -> usize {
+    2
 }
 fn default_copy_wait() -> u64 {
     5
@@ -233,6 +259,8 @@ impl Config {
         Ok(Config {
             capacity_refresh_seconds: raw.capacity_refresh_seconds,
             lvm_timeout_seconds: raw.lvm_timeout_seconds,
+            lvm_runner: raw.lvm_runner,
+            lvm_shells: raw.lvm_shells,
             copy_wait_seconds: raw.copy_wait_seconds,
             copy_workers: raw.copy_workers,
             node_path_roots: raw.node_path_roots.iter().map(Into::into).collect(),
@@ -279,6 +307,9 @@ fn check_tuning(raw: &RawConfig) -> Result<(), (&'static str, &'static str)> {
     }
     if raw.lvm_timeout_seconds == 0 {
         return Err(("lvm_timeout_seconds", "must be at least 1"));
+    }
+    if !(1..=16).contains(&raw.lvm_shells) {
+        return Err(("lvm_shells", "must be between 1 and 16"));
     }
     if !(1..=64).contains(&raw.copy_workers) {
         return Err(("copy_workers", "must be between 1 and 64"));

@@ -1,6 +1,7 @@
 //! The only place carve calls C, and so the only module with `unsafe`:
 //! libblkid's probing API (signature detection without spawning `blkid -p`
-//! per NodeStageVolume) and glibc's mallopt. Every other system call goes
+//! per NodeStageVolume), glibc's mallopt, and the descriptor passed to the
+//! lvm shell. Every other system call goes
 //! through nix's safe wrappers. Each unsafe block says why it is sound.
 
 use std::ffi::{CStr, CString};
@@ -106,5 +107,28 @@ pub fn limit_malloc_arenas() {
     // SAFETY: mallopt only tunes the allocator; M_ARENA_MAX takes an int.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Makes the child `cmd` starts find `fd` (a close-on-exec descriptor of
+/// carve's) open as descriptor `target`, and only that child: the lvm
+/// shell's report pipe.
+pub fn pass_fd_as(cmd: &mut tokio::process::Command, fd: c_int, target: c_int) {
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (fcntl, dup2) on descriptors it does not own;
+    // dup2 leaves the copy without close-on-exec, and when `fd` already is
+    // `target` the flag is cleared by hand.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == target {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, target) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fake;
 mod guard;
 pub mod report;
+pub mod shell;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 pub use error::{LvmError, LvmErrorKind};
 pub use guard::VgGuard;
 pub use report::{LvInfo, LvmState, VgInfo};
+pub use shell::ShellLvm;
 
 use crate::host::exec;
 
