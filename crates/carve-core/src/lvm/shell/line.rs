@@ -43,6 +43,54 @@ pub fn encode(args: &[String]) -> Option<String> {
     (line.len() <= MAX_LINE).then_some(line)
 }
 
+/// `--devices A,B` as the shell takes it. lvm 2.03.16's shell frees the
+/// `--devices` list with the command and reads it again in the next one (a
+/// crash, SIGSEGV, seen in the UML guest after any command that had it), so
+/// the same limit is sent as a device filter for this command only: accept
+/// exactly these paths, reject everything else. A `--config` already in
+/// `args` gets the filter prepended (lvm takes one `--config` per command).
+/// `None` when a path holds a character a filter pattern cannot carry
+/// without escapes.
+pub fn devices_as_filter(args: &[String]) -> Option<Vec<String>> {
+    let Some(at) = args.iter().position(|a| a == "--devices") else {
+        return Some(args.to_vec());
+    };
+    let paths = args.get(at + 1)?;
+    let mut patterns = Vec::new();
+    for p in paths.split(',').filter(|p| !p.is_empty()) {
+        patterns.push(format!("\"a|^{}$|\"", literal(p)?));
+    }
+    patterns.push("\"r|.*|\"".to_string());
+    let filter = format!("devices/filter=[{}]", patterns.join(","));
+    let mut out: Vec<String> = args[..at].iter().chain(&args[at + 2..]).cloned().collect();
+    match out.iter().position(|a| a == "--config") {
+        Some(c) if c + 1 < out.len() => out[c + 1] = format!("{filter} {}", out[c + 1]),
+        _ => out
+            .splice(1..1, ["--config".to_string(), filter])
+            .for_each(drop),
+    }
+    Some(out)
+}
+
+/// A path as a regular expression matching only itself: every character
+/// that is not a letter, digit or `/` in a bracket of its own.
+fn literal(path: &str) -> Option<String> {
+    let mut re = String::new();
+    for c in path.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '/' => re.push(c),
+            '"' | '|' | '\\' | ']' | '^' | '[' | '\'' => return None,
+            c if c.is_control() => return None,
+            c => {
+                re.push('[');
+                re.push(c);
+                re.push(']');
+            }
+        }
+    }
+    Some(re)
+}
+
 /// lvm2's `lvm_split`, as lvm reads a line: the model [`encode`] is tested
 /// against.
 #[cfg(test)]
@@ -114,8 +162,63 @@ mod tests {
         assert_eq!(encode(&v(&["lvs", &"x".repeat(MAX_LINE)])), None);
     }
 
+    #[test]
+    fn devices_become_a_filter_merged_into_the_config() {
+        let got = devices_as_filter(&v(&[
+            "fullreport",
+            "--devices",
+            "/dev/loop0,/dev/md-1.x",
+            "--config",
+            "report/time_format=\"%s\"",
+            "vg",
+        ]))
+        .unwrap();
+        assert_eq!(
+            got,
+            v(&[
+                "fullreport",
+                "--config",
+                "devices/filter=[\"a|^/dev/loop0$|\",\"a|^/dev/md[-]1[.]x$|\",\"r|.*|\"] report/time_format=\"%s\"",
+                "vg",
+            ])
+        );
+        let got = devices_as_filter(&v(&["lvremove", "--devices", "/dev/sda", "--yes", "vg/lv"]))
+            .unwrap();
+        assert_eq!(
+            got,
+            v(&[
+                "lvremove",
+                "--config",
+                "devices/filter=[\"a|^/dev/sda$|\",\"r|.*|\"]",
+                "--yes",
+                "vg/lv"
+            ])
+        );
+        assert_eq!(
+            devices_as_filter(&v(&["version"])).unwrap(),
+            v(&["version"])
+        );
+        assert_eq!(
+            devices_as_filter(&v(&["lvs", "--devices", "/dev/a|b"])),
+            None
+        );
+        assert_eq!(devices_as_filter(&v(&["lvs", "--devices"])), None);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+        /// A path's pattern matches that path and no other (checked with a
+        /// regex engine of the same basic syntax).
+        #[test]
+        fn a_device_pattern_matches_only_its_path(
+            path in "/dev/[a-zA-Z0-9._+:@#%=~-]{1,12}",
+            other in "/dev/[a-zA-Z0-9._+:@#%=~-]{1,12}",
+        ) {
+            let re = regex_lite::Regex::new(&format!("^{}$", literal(&path).unwrap())).unwrap();
+            prop_assert!(re.is_match(&path));
+            prop_assert_eq!(re.is_match(&other), other == path);
+        }
+
         /// Whatever carve sends, lvm reads back word for word, or carve does
         /// not send it through the shell at all.
         #[test]

@@ -114,7 +114,7 @@ fn lost(command: &str, e: ShellError) -> LvmError {
 #[async_trait]
 impl LvmRunner for ShellLvm {
     async fn run(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
-        match line::encode(&args) {
+        match line::devices_as_filter(&args).and_then(|a| line::encode(&a)) {
             Some(line) => {
                 self.through_shell(&line, &exec::display("lvm", &args))
                     .await

@@ -26,8 +26,8 @@ pub enum ShellError {
     Spawn(std::io::Error),
     #[error("the lvm shell did not answer within {0:?} and was killed (process group)")]
     Timeout(Duration),
-    #[error("the lvm shell ended before answering{}", stderr_note(.0))]
-    Ended(String),
+    #[error("the lvm shell ended before answering ({how}){}", stderr_note(.stderr))]
+    Ended { how: String, stderr: String },
     #[error("the lvm shell broke its protocol: {what}{}", stderr_note(.stderr))]
     Protocol { what: String, stderr: String },
     #[error("talking to the lvm shell: {0}")]
@@ -147,7 +147,8 @@ impl Shell {
         if let Err(e) = self.stdin.write_all(&input).await {
             let stderr = self.drain_stderr();
             return Err(if e.kind() == std::io::ErrorKind::BrokenPipe {
-                ShellError::Ended(stderr)
+                let how = self.how_it_ended().await;
+                ShellError::Ended { how, stderr }
             } else {
                 ShellError::Io(e)
             });
@@ -166,7 +167,8 @@ impl Shell {
                     let n = n.map_err(ShellError::Io)?;
                     if n == 0 {
                         err.extend(self.drain_stderr().into_bytes());
-                        return Err(ShellError::Ended(String::from_utf8_lossy(&err).into_owned()));
+                        let how = self.how_it_ended().await;
+                        return Err(ShellError::Ended { how, stderr: String::from_utf8_lossy(&err).into_owned() });
                     }
                     doc.extend_from_slice(&buf[..n]);
                     match end.feed(&buf[..n]) {
@@ -202,6 +204,14 @@ impl Shell {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
+    }
+
+    /// The exit status of a shell whose report pipe closed, for the error.
+    async fn how_it_ended(&mut self) -> String {
+        match tokio::time::timeout(Duration::from_secs(1), self.child.wait()).await {
+            Ok(Ok(status)) => status.to_string(),
+            _ => "still running, its report pipe closed".into(),
+        }
     }
 
     fn drain_stderr(&self) -> String {
