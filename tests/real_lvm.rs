@@ -31,6 +31,8 @@ mod node;
 mod node_safety;
 #[path = "real_lvm/provisioner.rs"]
 mod provisioner;
+#[path = "real_lvm/runner.rs"]
+mod runner;
 #[path = "real_lvm/snapshot.rs"]
 mod snapshot;
 

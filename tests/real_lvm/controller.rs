@@ -371,34 +371,59 @@ async fn inactive_lv_shows_an_abnormal_condition() {
 
 #[tokio::test]
 async fn concurrent_creates_of_one_name_converge_on_one_lv() {
+    // 100 callers at once with one name, thick and thin: exactly one LV,
+    // every success the same volume, every other answer Aborted (the name
+    // is being created), and the class's capacity exact afterwards.
     let carve = Carve::start(&testbed_config()).await;
     let c = carve.controller().await;
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let mut c = c.clone();
-        tasks.push(tokio::spawn(async move {
-            c.create_volume(create_req("race-1", None, 16 * MI)).await
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(s) => assert_eq!(s.code(), Code::Aborted, "{}", s.message()),
+    for (class, vg) in [("thick", "carve-thick"), ("thin", "carve-thin")] {
+        let mut probe = c.clone();
+        let before = capacity(&mut probe, class).await.available_capacity;
+        let name = format!("race-{class}");
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let mut c = c.clone();
+            let req = create_req(&name, Some(class), 16 * MI);
+            tasks.push(tokio::spawn(async move { c.create_volume(req).await }));
         }
+        let (mut volumes, mut aborted) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => volumes.push(r.into_inner().volume.unwrap()),
+                Err(s) => {
+                    assert_eq!(s.code(), Code::Aborted, "{}", s.message());
+                    aborted += 1;
+                }
+            }
+        }
+        assert!(
+            !volumes.is_empty(),
+            "{class}: {aborted} aborted, none succeeded"
+        );
+        assert!(
+            volumes.iter().all(|v| v == &volumes[0]),
+            "{class}: every success is the same volume"
+        );
+        let lv_name = carve_core::names::lv_name(&name);
+        assert_eq!(
+            lvs(vg).iter().filter(|l| l.lv_name == lv_name).count(),
+            1,
+            "{class}"
+        );
+        eprintln!(
+            "{class}: {} successes, {aborted} Aborted, one LV",
+            volumes.len()
+        );
+        let mut c = c.clone();
+        let v = create_ok(&mut c, create_req(&name, Some(class), 16 * MI)).await;
+        assert_eq!(v, volumes[0]);
+        delete(&mut c, v.volume_id).await;
+        assert_eq!(
+            capacity(&mut c, class).await.available_capacity,
+            before,
+            "{class}"
+        );
     }
-    assert!(ok >= 1);
-    let name = carve_core::names::lv_name("race-1");
-    assert_eq!(
-        lvs("carve-thick")
-            .iter()
-            .filter(|l| l.lv_name == name)
-            .count(),
-        1
-    );
-    let mut c = c.clone();
-    let v = create_ok(&mut c, create_req("race-1", None, 16 * MI)).await;
-    delete(&mut c, v.volume_id).await;
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ impl<'a> VgGuard<'a> {
     }
 
     async fn run(&self, argv: Vec<String>) -> Result<String, LvmError> {
-        self.lvm.call(argv).await.map(|out| out.stdout)
+        self.lvm.call_in(&self.vg, argv).await.map(|out| out.stdout)
     }
 
     /// Creates a volume LV as its device class says.

@@ -86,15 +86,25 @@ impl Lvm {
         let args = devices::pvs_args();
         let line = exec::display("lvm", &args);
         let out = self.run_checked(args).await?;
-        let (paths, complete) =
+        let (by_vg, complete) =
             devices::pvs_of(&out.stdout, &vgs).map_err(|d| LvmError::parse(line, d))?;
-        tracing::info!(devices = %paths.join(","), all_vgs_found = complete, "lvm commands open only these devices");
-        self.devices.set(vgs, paths, complete);
+        self.devices.set(vgs, by_vg, complete);
+        tracing::info!(devices = %self.devices.paths().join(","), all_vgs_found = complete, "lvm commands open only these devices");
         Ok(())
     }
 
+    /// Runs a command that may read every carve VG.
     pub(super) async fn call(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
-        self.run_checked(self.devices.apply(args)).await
+        self.run_checked(self.devices.apply(args, None)).await
+    }
+
+    /// Runs a command about `vg` alone: it opens that VG's PVs only.
+    pub(super) async fn call_in(
+        &self,
+        vg: &str,
+        args: Vec<String>,
+    ) -> Result<exec::Finished, LvmError> {
+        self.run_checked(self.devices.apply(args, Some(vg))).await
     }
 
     async fn run_checked(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
@@ -139,7 +149,7 @@ impl Lvm {
 
     /// All VGs and LVs in one lvm call.
     pub async fn state(&self) -> Result<LvmState, LvmError> {
-        let state = self.report(args::fullreport()).await?;
+        let state = self.report(args::fullreport(), None).await?;
         if !self.devices.stale(&state) {
             return Ok(state);
         }
@@ -149,7 +159,7 @@ impl Lvm {
             tracing::warn!(error = %e, "looking for carve's PVs again failed; keeping the devices found before");
             return Ok(state);
         }
-        self.report(args::fullreport()).await
+        self.report(args::fullreport(), None).await
     }
 
     /// The state of one VG (its PVs and LVs) in one lvm call: cheaper than
@@ -157,12 +167,15 @@ impl Lvm {
     pub async fn state_of(&self, vg: &str) -> Result<LvmState, LvmError> {
         let mut args = args::fullreport();
         args.push(vg.to_string());
-        self.report(args).await
+        self.report(args, Some(vg)).await
     }
 
-    async fn report(&self, args: Vec<String>) -> Result<LvmState, LvmError> {
+    async fn report(&self, args: Vec<String>, vg: Option<&str>) -> Result<LvmState, LvmError> {
         let line = exec::display("lvm", &args);
-        let out = self.call(args).await?;
+        let out = match vg {
+            Some(vg) => self.call_in(vg, args).await?,
+            None => self.call(args).await?,
+        };
         report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
     }
 

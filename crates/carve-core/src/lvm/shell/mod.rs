@@ -78,7 +78,15 @@ impl ShellLvm {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
         let idle = self.idle.lock().expect("shell list").pop();
         let mut shell = match idle {
-            Some(s) => s,
+            Some(mut s) => {
+                if s.has_ended() {
+                    tracing::warn!("an idle lvm shell had ended; starting a new one");
+                    s.kill().await;
+                    Shell::spawn(&self.program, &ENV).map_err(|e| lost(command, e))?
+                } else {
+                    s
+                }
+            }
             None => Shell::spawn(&self.program, &ENV).map_err(|e| lost(command, e))?,
         };
         match tokio::time::timeout(self.timeout, shell.run(line)).await {
@@ -246,6 +254,21 @@ done
         assert!(e.detail.contains("broke its protocol"), "{e}");
         assert!(f.lvm.idle_pids().is_empty());
         assert!(f.lvm.run(v(&["version"])).await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn an_idle_shell_that_was_killed_is_replaced_before_a_command_is_lost() {
+        let f = fake(Duration::from_secs(5));
+        f.lvm.run(v(&["version"])).await.unwrap();
+        let pid = f.lvm.idle_pids()[0].unwrap() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(f.lvm.run(v(&["lvcreate", "x"])).await.unwrap().success());
+        assert_ne!(f.lvm.idle_pids()[0], Some(pid as u32));
     }
 
     #[tokio::test]

@@ -232,6 +232,12 @@ impl Shell {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 
+    /// Whether the shell has ended while idle (killed by someone, say): it is
+    /// then replaced before a command is sent, so no command is lost to it.
+    pub fn has_ended(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The shell's process id (tests look for it after a kill).
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
