@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use carve_csi::csi;
 
-use super::{ms, pct, rss_kib};
+use super::{ms, pct, rss_kib, shells_rss_kib};
 
 const SIZE: i64 = 8 << 20;
 
 pub fn header() {
     println!(
-        "scale  {:>6} | {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>10} | {:>8} {:>8}",
-        "LVs", "start ms", "create50", "create99", "delete50", "delete99", "cap50 ms", "cap99 ms", "inproc50", "inproc99", "list ms", "RSS MiB", "RSS end"
+        "scale  {:>6} | {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>10} | {:>8} {:>8} {:>7}",
+        "LVs", "start ms", "create50", "create99", "bare50", "delete50", "delete99", "bare50", "cap50 ms", "cap99 ms", "inproc50", "inproc99", "list ms", "RSS MiB", "RSS end", "shells"
     );
 }
 
@@ -93,6 +93,39 @@ pub async fn row(lvs: usize, config: &str, rounds: usize, calls: usize) {
         .unwrap();
         delete.push(t.elapsed());
     }
+    // The floor: the same lvcreate/lvremove run bare on the same VG now.
+    let (mut bare_c, mut bare_d) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let name = format!("bare-{lvs}-{i}");
+        bare_c.push(super::lvm(&[
+            "lvcreate",
+            "--yes",
+            "--quiet",
+            "--name",
+            &name,
+            "--size",
+            "8388608b",
+            "--zero",
+            "y",
+            "--wipesignatures",
+            "y",
+            "--addtag",
+            "b/owner=x",
+            "--addtag",
+            "b/name=y",
+            "--addtag",
+            "b/class=z",
+            "--addtag",
+            "b/fs=w",
+            "carve-scale",
+        ]));
+        bare_d.push(super::lvm(&[
+            "lvremove",
+            "--yes",
+            "--quiet",
+            &format!("carve-scale/{name}"),
+        ]));
+    }
     // Let the refresh the mutations asked for pass before timing reads.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let req = csi::GetCapacityRequest {
@@ -126,18 +159,21 @@ pub async fn row(lvs: usize, config: &str, rounds: usize, calls: usize) {
     let list = t.elapsed();
     assert_eq!(listed, lvs, "ListVolumes paged through every carve LV");
     let rss_end = rss_kib(&pid);
+    let shells = shells_rss_kib(&pid);
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
     let _ = child.wait();
     println!(
-        "scale  {lvs:>6} | {:>9.0} | {:>9.1} {:>9.1} | {:>9.1} {:>9.1} | {:>9.3} {:>9.3} | {:>9.4} {:>9.4} | {:>10.1} | {:>8.1} {:>8.1}",
+        "scale  {lvs:>6} | {:>9.0} | {:>9.1} {:>9.1} {:>9.1} | {:>9.1} {:>9.1} {:>9.1} | {:>9.3} {:>9.3} | {:>9.4} {:>9.4} | {:>10.1} | {:>8.1} {:>8.1} {:>7.1}",
         ms(start),
         ms(pct(&mut create, 0.5)),
         ms(pct(&mut create, 0.99)),
+        ms(pct(&mut bare_c, 0.5)),
         ms(pct(&mut delete, 0.5)),
         ms(pct(&mut delete, 0.99)),
+        ms(pct(&mut bare_d, 0.5)),
         ms(pct(&mut capl, 0.5)),
         ms(pct(&mut capl, 0.99)),
         ms(pct(&mut inproc, 0.5)),
@@ -145,5 +181,6 @@ pub async fn row(lvs: usize, config: &str, rounds: usize, calls: usize) {
         ms(list),
         rss_start as f64 / 1024.0,
         rss_end as f64 / 1024.0,
+        shells as f64 / 1024.0,
     );
 }

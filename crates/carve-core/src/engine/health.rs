@@ -40,7 +40,12 @@ pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill, limits: &PoolLimits)
             Fill::Idle => "the volume is not yet whole: the steps that make it from its source have not finished; CreateVolume resumes them".to_string(),
         });
     }
-    if !lv.is_active() {
+    if !state.vgs.contains_key(&lv.vg) {
+        problems.push(format!(
+            "its volume group {} cannot be read on this node now (a disk missing or failing); this is its last known state",
+            lv.vg
+        ));
+    } else if !lv.is_active() {
         problems.push("the LV is not active".to_string());
     }
     match lv.attr.health {

@@ -17,6 +17,11 @@
 //!   VG free space moves by the footprint difference of the LV before and after;
 //! - a report that started before the one installed for a VG is not installed
 //!   for that VG (it would roll the view back).
+//!
+//! A configured VG that a full report no longer shows (its disk detached, or
+//! failing every read) keeps its last-known LVs in the view, without the VG
+//! itself: its classes offer no capacity, and its volumes stay listed, as
+//! abnormal (engine::health), instead of vanishing from ListVolumes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -188,6 +193,7 @@ impl StateCache {
                 .vgs
                 .keys()
                 .chain(report.vgs.keys())
+                .chain(cache.base.lvs.iter().map(|l| &l.vg))
                 .cloned()
                 .collect(),
         };
@@ -196,6 +202,20 @@ impl StateCache {
         for vg in vgs {
             if cache.epoch.get(&vg).is_some_and(|e| *e > start) {
                 continue; // a newer report of this VG is installed already
+            }
+            let configured = self
+                .config
+                .device_classes
+                .iter()
+                .any(|c| c.volume_group == vg);
+            if only.is_none() && configured && !report.vgs.contains_key(&vg) {
+                // Gone from the report: its LVs stay (with the changes
+                // carve made that no report has shown yet: the epoch is
+                // left alone), the VG does not.
+                if cache.base.vgs.remove(&vg).is_some() {
+                    tracing::warn!(vg = %vg, "a configured volume group is no longer readable: its volumes are kept in the view and reported abnormal");
+                }
+                continue;
             }
             cache.base.vgs.remove(&vg);
             cache.base.lvs.retain(|l| l.vg != vg);
@@ -455,5 +475,34 @@ mod tests {
         assert!(c.get().is_some());
         let (ok, err) = c.last_refresh();
         assert!(ok.is_some() && err.unwrap().contains("reload failed"));
+    }
+
+    #[tokio::test]
+    async fn a_configured_vg_gone_from_a_report_keeps_its_lvs_without_the_vg() {
+        let (c, fake) = cache();
+        fake.add_lv("vgthick", "cv-a", "carve.dev/owner=carve.dev");
+        c.refresh().await.unwrap();
+        // One more made by carve, recorded but not yet shown by a report.
+        c.apply(Change::Created(Box::new(lv("cv-b", 8 << 20))));
+        let group = fake.take_vg("vgthick").unwrap();
+        for _ in 0..2 {
+            c.refresh().await.unwrap();
+            let v = c.get().unwrap();
+            assert!(!v.lvm.vgs.contains_key("vgthick"), "the VG is gone");
+            assert!(v.lvm.lv("vgthick", "cv-a").is_some(), "its LVs are kept");
+            assert!(
+                v.lvm.lv("vgthick", "cv-b").is_some(),
+                "and carve's changes to it"
+            );
+            assert!(v.capacity["thick"].is_err(), "and its class offers nothing");
+        }
+        fake.put_vg(group);
+        c.refresh().await.unwrap();
+        let v = c.get().unwrap();
+        assert!(v.lvm.vgs.contains_key("vgthick"));
+        assert_eq!(
+            v.lvm.lvs_in("vgthick").filter(|l| l.name == "cv-a").count(),
+            1
+        );
     }
 }

@@ -173,6 +173,23 @@ impl FakeLvm {
         .expect("VG in the model");
     }
 
+    /// Takes `vg` out of the model (its disk detached, or failing every
+    /// read); [`FakeLvm::put_vg`] brings it back.
+    pub fn take_vg(&self, vg: &str) -> Option<Value> {
+        let mut m = self.model.lock().unwrap();
+        let groups = m.as_mut()?["report"].as_array_mut()?;
+        let i = groups.iter().position(|g| g["vg"][0]["vg_name"] == vg)?;
+        Some(groups.remove(i))
+    }
+
+    pub fn put_vg(&self, group: Value) {
+        let mut m = self.model.lock().unwrap();
+        m.as_mut().unwrap()["report"]
+            .as_array_mut()
+            .unwrap()
+            .push(group);
+    }
+
     /// Whether the model holds `vg/name`.
     pub fn has_lv(&self, vg: &str, name: &str) -> bool {
         self.with_vg(vg, |g| {

@@ -76,6 +76,10 @@ pub enum CreateVolumeError {
     },
     #[error("volume {name:?} exists with {why}")]
     Conflict { name: String, why: String },
+    #[error(
+        "volume group {vg} cannot be read on this node now (a failing or missing disk?): {detail}"
+    )]
+    VgUnreadable { vg: String, detail: String },
     #[error(transparent)]
     Lvm(#[from] LvmFailure),
     #[error(transparent)]
@@ -102,7 +106,7 @@ impl RpcError for CreateVolumeError {
             E::NotReady(e) => e.code(),
             // Its VG or pool is absent on this node: another node may have
             // it, and the provisioner hands the claim back to the scheduler.
-            E::ClassUnusable { .. } => Code::ResourceExhausted,
+            E::ClassUnusable { .. } | E::VgUnreadable { .. } => Code::ResourceExhausted,
             E::NotComputed(_) => Code::Unavailable,
             E::NoRoom { .. } => Code::ResourceExhausted,
             E::Conflict { .. } => Code::AlreadyExists,
@@ -358,6 +362,21 @@ impl ControllerService {
                         why: format!("an LV {vg}/{lv_name} that is not carve's volume"),
                     }),
                 };
+            }
+            // lvm finds no such VG although the view has it: its disk went
+            // away or fails every read. This node cannot take the volume
+            // now, like a node without the VG; the next refresh says so.
+            Err(e)
+                if e.kind == LvmErrorKind::VgAbsent
+                    || (e.kind == LvmErrorKind::NotFound
+                        && e.detail
+                            .contains(&format!("Volume group \"{vg}\" not found"))) =>
+            {
+                self.state.poke();
+                return Err(CreateVolumeError::VgUnreadable {
+                    vg: vg.clone(),
+                    detail: e.to_string(),
+                });
             }
             Err(e) => {
                 return Err(LvmFailure::ctx(format!("creating volume {:?}", req.name))(e).into())
