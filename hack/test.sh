@@ -23,6 +23,10 @@ echo "== Kubernetes manifests"
 hack/manifests/check.sh
 
 echo "== unit tests (host)"
+# The fuzzing tier (property tests, corpus in fuzz/corpus) runs with the unit
+# tests; its seed is chosen here and printed, so any run can be replayed.
+export CARVE_FUZZ_SEED=${CARVE_FUZZ_SEED:-$(date +%s%N | cut -c1-18)}
+echo "== fuzz seed: $CARVE_FUZZ_SEED (replay: CARVE_FUZZ_SEED=$CARVE_FUZZ_SEED cargo test --workspace --lib)"
 cargo test --workspace --lib --bins
 
 echo "== real-LVM tests (user-mode-linux guest)"

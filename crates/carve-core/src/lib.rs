@@ -26,6 +26,8 @@ pub mod config;
 pub mod crash;
 pub mod endpoint;
 pub mod engine;
+#[cfg(any(test, feature = "test-support"))]
+pub mod fuzz;
 pub mod host;
 pub mod inventory;
 pub mod layout;

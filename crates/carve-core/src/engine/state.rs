@@ -94,6 +94,8 @@ pub struct StateCache {
     seq: AtomicU64,
     health: Mutex<Health>,
     poke: Notify,
+    /// What the next poked refresh reads: the VGs carve changed, or all.
+    poked: Mutex<Poked>,
     /// Thin pools' last levels, so each crossing is logged once.
     crossings: crate::engine::pools::Crossings,
 }
@@ -103,6 +105,13 @@ pub struct StateCache {
 struct Health {
     last_ok: Option<Instant>,
     last_error: Option<String>,
+}
+
+/// What a poke asks the refresher to read again.
+#[derive(Default)]
+struct Poked {
+    vgs: std::collections::BTreeSet<String>,
+    all: bool,
 }
 
 /// Delay between a mutation and the refresh it triggers: a burst of creates
@@ -118,6 +127,7 @@ impl StateCache {
             seq: AtomicU64::new(0),
             health: Mutex::new(Health::default()),
             poke: Notify::new(),
+            poked: Mutex::new(Poked::default()),
             crossings: Default::default(),
         })
     }
@@ -246,6 +256,7 @@ impl StateCache {
     /// Records a completed change: the view shows it at once, and a refresh
     /// that will confirm it is scheduled.
     pub fn apply(&self, change: Change) {
+        let vg = change.vg().to_string();
         {
             let mut guard = self.cache.write().expect("cache lock");
             if let Some(cache) = guard.as_mut() {
@@ -254,11 +265,24 @@ impl StateCache {
                 cache.view = Arc::new(self.build(&cache.base, &cache.pending));
             }
         }
-        self.poke();
+        self.poke_vg(&vg);
     }
 
-    /// Schedules a refresh soon (something changed that carve did not record).
+    /// Schedules a refresh of every VG soon (something changed that carve
+    /// did not record).
     pub fn poke(&self) {
+        self.poked.lock().expect("poke lock").all = true;
+        self.poke.notify_one();
+    }
+
+    /// Schedules a refresh of `vg` alone soon: a change to one VG never
+    /// costs a report of the others (a dense VG next to it, say).
+    pub fn poke_vg(&self, vg: &str) {
+        self.poked
+            .lock()
+            .expect("poke lock")
+            .vgs
+            .insert(vg.to_string());
         self.poke.notify_one();
     }
 
@@ -336,11 +360,26 @@ impl StateCache {
         let me = self.clone();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = me.poke.notified() => tokio::time::sleep(DEBOUNCE).await,
-                }
-                if let Err(e) = me.refresh().await {
+                let poked = tokio::select! {
+                    _ = tokio::time::sleep(interval) => None,
+                    _ = me.poke.notified() => {
+                        tokio::time::sleep(DEBOUNCE).await;
+                        Some(std::mem::take(&mut *me.poked.lock().expect("poke lock")))
+                    }
+                };
+                let result = match poked {
+                    Some(p) if !p.all && !p.vgs.is_empty() && me.get().is_some() => {
+                        let mut r = Ok(());
+                        for vg in &p.vgs {
+                            if let Err(e) = me.refresh_vg(vg).await {
+                                r = Err(e);
+                            }
+                        }
+                        r
+                    }
+                    _ => me.refresh().await.map(drop),
+                };
+                if let Err(e) = result {
                     tracing::warn!(error = %e, "capacity refresh failed; serving the previous view");
                 }
             }

@@ -336,8 +336,25 @@ mod byte_streams {
             .collect()
     }
 
+    /// Captured and hand-made client byte streams (fuzz/corpus/http2): fed
+    /// whole and in small pieces, none panics or grows the rewriter past
+    /// its bound.
+    #[test]
+    fn corpus() {
+        for (name, bytes) in carve_core::fuzz::corpus("http2") {
+            for chunk in [1, 7, 4096, bytes.len().max(1)] {
+                let mut rw = Rewriter::default();
+                let mut out = vec![];
+                for c in bytes.chunks(chunk) {
+                    rw.feed(c, &mut out);
+                    assert!(rw.buffered() <= MAX_BUFFERED, "{name}");
+                }
+            }
+        }
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #![proptest_config(carve_core::fuzz::config(256))]
 
         #[test]
         fn valid_requests_arrive_with_their_headers(

@@ -200,6 +200,32 @@ mod tests {
         );
     }
 
+    /// Documents as lvm 2.03.16's shell wrote them (and broken ones): each
+    /// ends where its object ends, `ok-<code>-*` read as that exit code,
+    /// `bad-*` are protocol errors.
+    #[test]
+    fn corpus() {
+        for (name, bytes) in crate::fuzz::corpus("lvm_shell_stream") {
+            let mut e = DocEnd::default();
+            let end = e.feed(&bytes);
+            let text = String::from_utf8_lossy(&bytes);
+            let got = match end.clone() {
+                Ok(Some(n)) => status(&text[..n]).map(|s| s.code),
+                Ok(None) => Err(NotADocument("no end".into())),
+                Err(e) => Err(e),
+            };
+            match name.strip_prefix("ok-") {
+                Some(rest) => {
+                    let code: i32 = rest.split('-').next().unwrap().parse().unwrap();
+                    assert_eq!(got, Ok(code), "{name}");
+                    let n = end.unwrap().unwrap();
+                    assert!(text[n..].trim().is_empty(), "{name}");
+                }
+                None => assert!(got.is_err(), "{name}: {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn finds_the_end_across_pieces_and_strings() {
         let doc = r#" {"a":"}{\"]","b":[{"c":"\\"}]} trailing"#;
@@ -231,7 +257,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+        #![proptest_config(crate::fuzz::config(1024))]
         /// Any object serde writes, pretty or compact, cut anywhere, ends
         /// exactly where serde says it does.
         #[test]

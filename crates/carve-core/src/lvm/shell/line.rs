@@ -206,7 +206,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+        #![proptest_config(crate::fuzz::config(2048))]
         /// A path's pattern matches that path and no other (checked with a
         /// regex engine of the same basic syntax).
         #[test]
