@@ -522,9 +522,11 @@ async fn delete_never_cascades_into_a_foreign_snapshot() {
     assert!(lv(vg, name).is_none());
 }
 
-/// Issue 8, finding 7: creates racing the background refresh (each create
-/// schedules one 250 ms later) never make the cache list a volume twice or
-/// lose one, and the capacity is exact after every create.
+/// Issue 8, finding 7: creates racing the background refresh (a burst of
+/// creates schedules one 750 ms after its last, or 10 s after its first;
+/// every third create here waits past that, so refreshes land between and
+/// around creates) never make the cache list a volume twice or lose one, and
+/// the capacity is exact after every create.
 #[tokio::test]
 async fn capacity_and_listing_stay_exact_while_refreshes_race_creates() {
     let carve = Carve::start(&testbed_config()).await;
@@ -564,6 +566,9 @@ async fn capacity_and_listing_stay_exact_while_refreshes_race_creates() {
             );
             assert_eq!(listed.len(), ids.len(), "a volume missing: {listed:?}");
             tokio::time::sleep(Duration::from_millis(90)).await;
+        }
+        if i % 3 == 2 {
+            tokio::time::sleep(Duration::from_millis(700)).await;
         }
     }
     for id in ids {

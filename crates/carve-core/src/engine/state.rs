@@ -114,9 +114,14 @@ struct Poked {
     all: bool,
 }
 
-/// Delay between a mutation and the refresh it triggers: a burst of creates
-/// costs one report, not one per create.
-const DEBOUNCE: Duration = Duration::from_millis(250);
+/// A poked refresh waits until no poke came for this long: a burst of
+/// creates costs one report after it, not reports between its creates (a
+/// report holds LVM's VG lock, and on a VG of thousands of LVs it takes
+/// seconds that the next create would wait). The view already shows carve's
+/// own changes; the report only confirms them.
+const DEBOUNCE: Duration = Duration::from_millis(750);
+/// ... but no longer than this after the first poke of a burst.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(10);
 
 impl StateCache {
     pub fn new(lvm: Arc<Lvm>, config: Arc<Config>) -> Arc<StateCache> {
@@ -363,7 +368,14 @@ impl StateCache {
                 let poked = tokio::select! {
                     _ = tokio::time::sleep(interval) => None,
                     _ = me.poke.notified() => {
-                        tokio::time::sleep(DEBOUNCE).await;
+                        let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+                        loop {
+                            tokio::select! {
+                                _ = tokio::time::sleep(DEBOUNCE) => break,
+                                _ = tokio::time::sleep_until(until) => break,
+                                _ = me.poke.notified() => {}
+                            }
+                        }
                         Some(std::mem::take(&mut *me.poked.lock().expect("poke lock")))
                     }
                 };
