@@ -50,6 +50,29 @@ async fn capacity(b: &mut Bench, class: &str) -> i64 {
     .available_capacity
 }
 
+/// LVM's own free bytes of `vg` (thick) or of the pool's virtual room is not
+/// comparable; for thick, what GetCapacity should say: VG free minus spare.
+fn vg_free(vg: &str) -> i64 {
+    let out = std::process::Command::new("lvm")
+        .args([
+            "vgs",
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "vg_free",
+            vg,
+        ])
+        .env("DM_DISABLE_UDEV", "1")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(-1)
+}
+
 pub async fn p2(b: &mut Bench, class: &str) {
     let vg = if class == "thin" {
         "carve-thin"
@@ -57,6 +80,7 @@ pub async fn p2(b: &mut Bench, class: &str) {
         "carve-thick"
     };
     let before = capacity(b, class).await;
+    let free_before = vg_free(vg);
     let t = Instant::now();
     for i in 0..P2_VOLUMES {
         let args = bare_lvcreate(class, &format!("p2-bare-{i}"));
@@ -111,6 +135,7 @@ pub async fn p2(b: &mut Bench, class: &str) {
     }
     let carve = t.elapsed();
     let during = capacity(b, class).await;
+    let free_during = vg_free(vg);
     let t = Instant::now();
     let deletes: Vec<_> = ids
         .iter()
@@ -133,6 +158,8 @@ pub async fn p2(b: &mut Bench, class: &str) {
     }
     let delete_took = t.elapsed();
     let after = capacity(b, class).await;
+    let free_after = vg_free(vg);
+    println!("P2 {class:<5} LVM's vg_free: before {free_before}, with the volumes {free_during}, after {free_after}");
     let used = SIZE as i64 * ids.len() as i64;
     lat.sort();
     println!(

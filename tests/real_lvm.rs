@@ -37,6 +37,8 @@ mod provisioner;
 mod runner;
 #[path = "real_lvm/snapshot.rs"]
 mod snapshot;
+#[path = "real_lvm/storm.rs"]
+mod storm;
 
 const MI: i64 = 1 << 20;
 const GI: i64 = 1 << 30;

@@ -96,6 +96,8 @@ pub struct StateCache {
     poke: Notify,
     /// What the next poked refresh reads: the VGs carve changed, or all.
     poked: Mutex<Poked>,
+    /// Per VG, when its last report ended and how long it took.
+    reported: Mutex<HashMap<String, (Instant, Duration)>>,
     /// Thin pools' last levels, so each crossing is logged once.
     crossings: crate::engine::pools::Crossings,
 }
@@ -122,6 +124,11 @@ struct Poked {
 const DEBOUNCE: Duration = Duration::from_millis(750);
 /// ... but no longer than this after the first poke of a burst.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(10);
+/// A poked report of a VG starts no sooner than this many times its last
+/// report's duration after that report ended: confirmation reports take at
+/// most a tenth of a VG's time. On a VG of thousands of LVs a report takes
+/// seconds, during which LVM's VG lock makes creates and deletes wait.
+const REPORT_SHARE: u32 = 10;
 
 impl StateCache {
     pub fn new(lvm: Arc<Lvm>, config: Arc<Config>) -> Arc<StateCache> {
@@ -133,6 +140,7 @@ impl StateCache {
             health: Mutex::new(Health::default()),
             poke: Notify::new(),
             poked: Mutex::new(Poked::default()),
+            reported: Mutex::new(HashMap::new()),
             crossings: Default::default(),
         })
     }
@@ -159,8 +167,22 @@ impl StateCache {
     /// Reads all of LVM now and installs the result.
     pub async fn refresh(&self) -> Result<Arc<View>, LvmError> {
         let start = self.seq.load(Ordering::SeqCst);
+        let began = Instant::now();
         let report = self.lvm.state().await;
+        let took = began.elapsed();
+        {
+            let mut r = self.reported.lock().expect("reported lock");
+            for c in &self.config.device_classes {
+                r.insert(c.volume_group.clone(), (Instant::now(), took));
+            }
+        }
         self.install(start, None, report)
+    }
+
+    /// When a poked report of `vg` may start (see [`REPORT_SHARE`]).
+    fn next_report_of(&self, vg: &str) -> Option<Instant> {
+        let r = self.reported.lock().expect("reported lock");
+        r.get(vg).map(|(ended, took)| *ended + *took * REPORT_SHARE)
     }
 
     /// Re-reads one VG and installs it (the rest of the view is kept). Used
@@ -171,7 +193,12 @@ impl StateCache {
             return self.refresh().await;
         }
         let start = self.seq.load(Ordering::SeqCst);
+        let began = Instant::now();
         let report = self.lvm.state_of(vg).await;
+        self.reported
+            .lock()
+            .expect("reported lock")
+            .insert(vg.to_string(), (Instant::now(), began.elapsed()));
         self.install(start, Some(vg), report)
     }
 
@@ -364,6 +391,8 @@ impl StateCache {
     pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
         tokio::spawn(async move {
+            // When VGs whose report was put off may be read.
+            let mut wake: Option<tokio::time::Instant> = None;
             loop {
                 let poked = tokio::select! {
                     _ = tokio::time::sleep(interval) => None,
@@ -378,13 +407,27 @@ impl StateCache {
                         }
                         Some(std::mem::take(&mut *me.poked.lock().expect("poke lock")))
                     }
+                    _ = tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)), if wake.is_some() => {
+                        Some(std::mem::take(&mut *me.poked.lock().expect("poke lock")))
+                    }
                 };
+                wake = None;
                 let result = match poked {
-                    Some(p) if !p.all && !p.vgs.is_empty() && me.get().is_some() => {
+                    Some(p) if !p.all && me.get().is_some() => {
                         let mut r = Ok(());
+                        let now = Instant::now();
                         for vg in &p.vgs {
-                            if let Err(e) = me.refresh_vg(vg).await {
-                                r = Err(e);
+                            match me.next_report_of(vg) {
+                                Some(at) if at > now => {
+                                    me.poked.lock().expect("poke lock").vgs.insert(vg.clone());
+                                    let at = tokio::time::Instant::from_std(at);
+                                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                                }
+                                _ => {
+                                    if let Err(e) = me.refresh_vg(vg).await {
+                                        r = Err(e);
+                                    }
+                                }
                             }
                         }
                         r
