@@ -306,7 +306,7 @@ async fn a_storm_of_mixed_calls_leaks_nothing_and_keeps_capacity_exact() {
     for me in 0..CLIENTS {
         let mut client = Client {
             c: c.clone(),
-            rng: Rng(seed.wrapping_add(me as u64 * 0x9E37_79B9_7F4A_7C15) | 1),
+            rng: Rng(seed.wrapping_add((me as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1),
             me,
             made: 0,
             volumes: Vec::new(),

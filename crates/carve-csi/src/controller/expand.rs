@@ -38,6 +38,8 @@ pub enum ExpandVolumeError {
         available: u64,
         class: String,
     },
+    #[error("volume {id} has snapshots ({snapshots}); LVM grows a snapshot origin only while it is inactive, which an online expansion cannot do: delete its VolumeSnapshots first, or restore one into a larger volume")]
+    HasSnapshots { id: String, snapshots: String },
     #[error(transparent)]
     Lvm(#[from] LvmFailure),
 }
@@ -48,9 +50,9 @@ impl RpcError for ExpandVolumeError {
             ExpandVolumeError::NoRange | ExpandVolumeError::Capability(_) => Code::InvalidArgument,
             ExpandVolumeError::Lookup(e) => e.code(),
             ExpandVolumeError::Busy(e) => e.code(),
-            ExpandVolumeError::Unfinished(_) | ExpandVolumeError::ClassUnusable(_) => {
-                Code::FailedPrecondition
-            }
+            ExpandVolumeError::Unfinished(_)
+            | ExpandVolumeError::ClassUnusable(_)
+            | ExpandVolumeError::HasSnapshots { .. } => Code::FailedPrecondition,
             ExpandVolumeError::NoClass(e) => e.code(),
             ExpandVolumeError::Size(e) => e.code(),
             ExpandVolumeError::WouldShrink { .. } => Code::OutOfRange,
@@ -104,6 +106,20 @@ impl ControllerService {
             return Ok(csi::ControllerExpandVolumeResponse {
                 capacity_bytes: lv.size as i64,
                 node_expansion_required,
+            });
+        }
+        // A thick volume with classic snapshots is their origin: lvextend
+        // refuses it while active (found by the storm test).
+        let snapshots: Vec<&str> = view
+            .lvm
+            .lvs_in(&lv.vg)
+            .filter(|l| l.origin == lv.name && l.is_classic_snapshot())
+            .map(|l| l.name.as_str())
+            .collect();
+        if !snapshots.is_empty() {
+            return Err(ExpandVolumeError::HasSnapshots {
+                id: req.volume_id,
+                snapshots: snapshots.join(", "),
             });
         }
         let grow = size - lv.size;
