@@ -527,6 +527,31 @@ fn config_file(toml: &str) -> tempfile::NamedTempFile {
     f
 }
 
+/// Every process whose command line starts with `lvm`: (pid, parent pid,
+/// state, the whole command line).
+fn lvm_processes() -> Vec<(i32, u32, char, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !cmdline.starts_with(b"lvm\0") {
+            continue;
+        }
+        // stat: "pid (comm) state ppid ..."; comm may hold spaces.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.push((pid, ppid, state, cmdline));
+    }
+    out
+}
+
 /// The ID a carve volume or snapshot at `vg/lv` on this test's node has.
 fn id_here(vg: &str, lv: &str) -> String {
     format!("v1:{NODE}:{vg}/{lv}")

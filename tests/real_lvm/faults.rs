@@ -99,29 +99,6 @@ fn config_with(vg: &str, class: &str, timeout_s: u64) -> tempfile::NamedTempFile
     ))
 }
 
-/// Every lvm process on the guest: (pid, parent pid, state).
-fn lvm_processes() -> Vec<(i32, u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !cmdline.starts_with(b"lvm\0") {
-            continue;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        let ppid = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        out.push((pid, ppid, state));
-    }
-    out
-}
-
 /// Waits until the only lvm processes left are carve's idle shells: a
 /// command killed at its timeout is gone once the kernel ends its IO.
 async fn only_carves_shells_remain(carve: &Carve, within: Duration) {
@@ -130,7 +107,9 @@ async fn only_carves_shells_remain(carve: &Carve, within: Duration) {
         let procs = lvm_processes();
         let strays: Vec<_> = procs
             .iter()
-            .filter(|(_, ppid, state)| *ppid != carve.child.id() || *state == 'Z' || *state == 'D')
+            .filter(|(_, ppid, state, _)| {
+                *ppid != carve.child.id() || *state == 'Z' || *state == 'D'
+            })
             .collect();
         if strays.is_empty() {
             return;

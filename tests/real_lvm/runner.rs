@@ -9,22 +9,11 @@ use super::*;
 /// carve's `lvm shell` children: processes whose command line is `lvm` alone
 /// and whose parent is carve.
 fn shells_of(carve_pid: u32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if cmdline == b"lvm\0" && ppid == Some(carve_pid) {
-            pids.push(pid);
-        }
-    }
-    pids
+    lvm_processes()
+        .into_iter()
+        .filter(|(_, ppid, _, cmdline)| *ppid == carve_pid && cmdline == b"lvm\0")
+        .map(|(pid, ..)| pid)
+        .collect()
 }
 
 fn alive(pid: i32) -> bool {

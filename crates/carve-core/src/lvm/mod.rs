@@ -182,12 +182,11 @@ impl Lvm {
     /// `lvm version`: proves the binary runs at all (start-up check).
     pub async fn version(&self) -> Result<String, LvmError> {
         let out = self.call(vec!["version".to_string()]).await?;
-        Ok(out
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string())
+        Ok(first_line(&out.stdout))
     }
+}
+
+/// The first line of `lvm version`'s output ("LVM version: 2.03.16(2) ...").
+pub(crate) fn first_line(stdout: &str) -> String {
+    stdout.lines().next().unwrap_or_default().trim().to_string()
 }

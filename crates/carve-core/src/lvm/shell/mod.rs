@@ -65,13 +65,7 @@ impl ShellLvm {
                 ),
             });
         }
-        Ok(out
-            .stdout
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_string())
+        Ok(super::first_line(&out.stdout))
     }
 
     async fn through_shell(&self, line: &str, command: &str) -> Result<exec::Finished, LvmError> {
