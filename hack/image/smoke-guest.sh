@@ -22,6 +22,15 @@ target/debug/examples/image-smoke "$sock"
 rc=$?
 kill -TERM "$carve"; wait "$carve"
 [ $rc = 0 ] || { echo "smoke-guest: failed; carve's log:"; tail -40 /tmp/smoke/carve.log; }
+# The image's lvm2 ships the lvmdbusd command profile the lvm shells need:
+# carve must run its commands through them, not fall back to processes.
+if ! grep -q "lvm commands run through lvm shells" /tmp/smoke/carve.log; then
+    echo "smoke-guest: carve did not run lvm through its shells on the image:" >&2
+    grep -i "lvm" /tmp/smoke/carve.log | tail -5 >&2
+    rc=1
+else
+    echo "smoke-guest: lvm commands ran through carve's lvm shells"
+fi
 leftover=$(lvm lvs --noheadings -o lv_name --select 'lv_tags=~"^carve.dev/owner="' 2>/dev/null | wc -l)
 [ "$leftover" = 0 ] || { echo "smoke-guest: $leftover carve LV(s) left in LVM" >&2; lvm lvs -a; rc=1; }
 exit $rc
