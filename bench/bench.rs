@@ -135,12 +135,16 @@ impl MemorySampler {
 }
 
 fn rss_kib(pid: &str) -> u64 {
+    vmrss_kib(pid).unwrap()
+}
+
+/// VmRSS of process `pid` in KiB, if it is there to read.
+fn vmrss_kib(pid: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
+        .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 /// The summed RSS of carve's `lvm shell` children, in KiB: memory carve's
@@ -155,12 +159,7 @@ fn shells_rss_kib(pid: &str) -> u64 {
             .and_then(|(_, r)| r.split_whitespace().nth(1).map(str::to_string));
         let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
         if ppid.as_deref() == Some(pid) && cmdline == b"lvm\0" {
-            kib += std::fs::read_to_string(format!("/proc/{child}/status"))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0);
+            kib += vmrss_kib(&child).unwrap_or(0);
         }
     }
     kib

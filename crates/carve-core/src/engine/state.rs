@@ -171,9 +171,10 @@ impl StateCache {
         let report = self.lvm.state().await;
         let took = began.elapsed();
         {
+            let ended = Instant::now();
             let mut r = self.reported.lock().expect("reported lock");
             for c in &self.config.device_classes {
-                r.insert(c.volume_group.clone(), (Instant::now(), took));
+                r.insert(c.volume_group.clone(), (ended, took));
             }
         }
         self.install(start, None, report)
@@ -387,6 +388,30 @@ impl StateCache {
         }
     }
 
+    /// Reads again each of `vgs` whose report is due (see [`REPORT_SHARE`]);
+    /// the others are poked again, and the earliest time one is due returned.
+    async fn confirm(
+        &self,
+        vgs: &std::collections::BTreeSet<String>,
+    ) -> (Result<(), LvmError>, Option<Instant>) {
+        let (mut result, mut next) = (Ok(()), None::<Instant>);
+        let now = Instant::now();
+        for vg in vgs {
+            match self.next_report_of(vg) {
+                Some(at) if at > now => {
+                    self.poked.lock().expect("poke lock").vgs.insert(vg.clone());
+                    next = Some(next.map_or(at, |n| n.min(at)));
+                }
+                _ => {
+                    if let Err(e) = self.refresh_vg(vg).await {
+                        result = Err(e);
+                    }
+                }
+            }
+        }
+        (result, next)
+    }
+
     /// Background task: refresh every `interval`, and shortly after each poke.
     pub fn spawn_refresher(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
         let me = self.clone();
@@ -414,22 +439,8 @@ impl StateCache {
                 wake = None;
                 let result = match poked {
                     Some(p) if !p.all && me.get().is_some() => {
-                        let mut r = Ok(());
-                        let now = Instant::now();
-                        for vg in &p.vgs {
-                            match me.next_report_of(vg) {
-                                Some(at) if at > now => {
-                                    me.poked.lock().expect("poke lock").vgs.insert(vg.clone());
-                                    let at = tokio::time::Instant::from_std(at);
-                                    wake = Some(wake.map_or(at, |w| w.min(at)));
-                                }
-                                _ => {
-                                    if let Err(e) = me.refresh_vg(vg).await {
-                                        r = Err(e);
-                                    }
-                                }
-                            }
-                        }
+                        let (r, next) = me.confirm(&p.vgs).await;
+                        wake = next.map(tokio::time::Instant::from_std);
                         r
                     }
                     _ => me.refresh().await.map(drop),

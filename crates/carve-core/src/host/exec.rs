@@ -112,12 +112,7 @@ pub async fn run(
         }),
         Err(_) => {
             if let Some(pid) = pid {
-                // The child leads its own process group (process_group(0)):
-                // the whole group goes, helpers lvm or mkfs forked included.
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                kill_group(pid);
             }
             Err(ExecError::Timeout {
                 program: program.to_string(),
@@ -125,6 +120,16 @@ pub async fn run(
             })
         }
     }
+}
+
+/// Kills the process group `pid` leads (children carve starts lead their
+/// own, `process_group(0)`): the whole group goes, helpers lvm or mkfs
+/// forked included.
+pub fn kill_group(pid: u32) {
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// Looks `program` up on PATH the way execvp would; used to check required

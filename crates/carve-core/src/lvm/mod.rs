@@ -37,6 +37,11 @@ pub trait LvmRunner: Send + Sync {
     async fn run(&self, args: Vec<String>) -> Result<exec::Finished, LvmError>;
 }
 
+/// Added to the environment of every lvm process (single or shell): without
+/// udev (containers, the test guest) libdevmapper must create device nodes
+/// itself; the variable is harmless where udev runs.
+pub(crate) const LVM_ENV: [(&str, &str); 1] = [("DM_DISABLE_UDEV", "1")];
+
 /// Runs the real `lvm` binary with a timeout that kills its process group.
 pub struct SystemLvm {
     program: String,
@@ -55,10 +60,7 @@ impl SystemLvm {
 #[async_trait]
 impl LvmRunner for SystemLvm {
     async fn run(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
-        // Without udev (containers, the test guest) libdevmapper must create
-        // device nodes itself; the env var is harmless where udev runs.
-        let env = [("DM_DISABLE_UDEV", "1")];
-        exec::run(&self.program, &args, &env, self.timeout)
+        exec::run(&self.program, &args, &LVM_ENV, self.timeout)
             .await
             .map_err(|e| LvmError::from_exec(exec::display(&self.program, &args), &e))
     }
@@ -172,10 +174,7 @@ impl Lvm {
 
     async fn report(&self, args: Vec<String>, vg: Option<&str>) -> Result<LvmState, LvmError> {
         let line = exec::display("lvm", &args);
-        let out = match vg {
-            Some(vg) => self.call_in(vg, args).await?,
-            None => self.call(args).await?,
-        };
+        let out = self.run_checked(self.devices.apply(args, vg)).await?;
         report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
     }
 

@@ -33,10 +33,6 @@ pub struct ShellLvm {
     single: SystemLvm,
 }
 
-/// Without udev (containers, the test guest) libdevmapper must create device
-/// nodes itself; the variable is harmless where udev runs.
-const ENV: [(&str, &str); 1] = [("DM_DISABLE_UDEV", "1")];
-
 impl ShellLvm {
     /// `shells` shells of `program`, started as commands need them.
     pub fn new(program: impl Into<String>, timeout: Duration, shells: usize) -> Self {
@@ -70,18 +66,16 @@ impl ShellLvm {
 
     async fn through_shell(&self, line: &str, command: &str) -> Result<exec::Finished, LvmError> {
         let _slot = self.slots.acquire().await.expect("semaphore never closed");
-        let idle = self.idle.lock().expect("shell list").pop();
-        let mut shell = match idle {
-            Some(mut s) => {
-                if s.has_ended() {
-                    tracing::warn!("an idle lvm shell had ended; starting a new one");
-                    s.kill().await;
-                    Shell::spawn(&self.program, &ENV).map_err(|e| lost(command, e))?
-                } else {
-                    s
-                }
+        let mut idle = self.idle.lock().expect("shell list").pop();
+        if idle.as_mut().is_some_and(|s| s.has_ended()) {
+            tracing::warn!("an idle lvm shell had ended; starting a new one");
+            if let Some(s) = idle.take() {
+                s.kill().await;
             }
-            None => Shell::spawn(&self.program, &ENV).map_err(|e| lost(command, e))?,
+        }
+        let mut shell = match idle {
+            Some(s) => s,
+            None => Shell::spawn(&self.program, &super::LVM_ENV).map_err(|e| lost(command, e))?,
         };
         match tokio::time::timeout(self.timeout, shell.run(line)).await {
             Ok(Ok(out)) => {

@@ -224,10 +224,7 @@ impl Shell {
     /// started) and reaps it.
     pub async fn kill(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            crate::host::exec::kill_group(pid);
         }
         let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
