@@ -175,6 +175,8 @@ struct Bench {
     cap: csi::VolumeCapability,
     rounds: usize,
     cap_calls: usize,
+    /// carve's config file.
+    config: std::path::PathBuf,
 }
 
 impl Bench {
@@ -239,7 +241,14 @@ async fn main() {
         cap: carve_csi::client::mount_capability("ext4", &[]),
         rounds: a[3].parse().unwrap(),
         cap_calls: a[4].parse().unwrap(),
+        config: a[5].clone().into(),
     };
+    // BENCH_PARTS=p2 runs P2 alone (a quick loop while working on it).
+    if a.get(6).is_some_and(|p| p == "p2") {
+        parallel::p2(&mut b, "thick").await;
+        parallel::p2(&mut b, "thin").await;
+        return;
+    }
     create_and_delete(&mut b).await;
     parallel::p2(&mut b, "thick").await;
     parallel::p2(&mut b, "thin").await;
@@ -729,6 +738,22 @@ async fn in_process_capacity(
     calls: usize,
 ) -> Vec<Duration> {
     use carve_csi::csi::controller_server::Controller;
+    let svc = fresh_services(config).await;
+    let mut lat = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t = Instant::now();
+        svc.controller
+            .get_capacity(tonic::Request::new(req.clone()))
+            .await
+            .unwrap();
+        lat.push(t.elapsed());
+    }
+    lat
+}
+
+/// carve's services in this process, on `config`, with a view read from LVM
+/// just now: what a carve started this instant would answer.
+async fn fresh_services(config: &std::path::Path) -> carve_csi::server::Services {
     let cfg = carve_core::config::Config::load(config).unwrap();
     let runner = std::sync::Arc::new(carve_core::lvm::SystemLvm::new(
         "lvm",
@@ -746,14 +771,5 @@ async fn in_process_capacity(
         runner,
     );
     svc.state.refresh().await.unwrap();
-    let mut lat = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        svc.controller
-            .get_capacity(tonic::Request::new(req.clone()))
-            .await
-            .unwrap();
-        lat.push(t.elapsed());
-    }
-    lat
+    svc
 }

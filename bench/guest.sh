@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 . hack/uml/testbed.sh || exit 1
 rounds=${1:-30}; lvcount=${2:-1000}; calls=${3:-5000}
 scale_lvs=${4:-0 1000 5000}; scale_rounds=${5:-10}; scale_calls=${6:-2000}
+parts=${7:-all}; log=${8:-warn,carve_core::engine::fill=info}
 # A VG holding $lvcount carve-owned (inactive) LVs for the GetCapacity test; a
 # large metadata area keeps lvm from running out of room for 1,000 LVs.
 truncate -s 64G /tmp/bench.img
@@ -20,15 +21,17 @@ cfg=/tmp/bench-config.toml
 sed 's/^capacity_refresh_seconds = .*/capacity_refresh_seconds = 30/' "$CARVE_TESTBED_CONFIG" > "$cfg"
 printf '\n[[device_class]]\nname = "bench"\nvolume_group = "carve-bench"\ntype = "thick"\n' >> "$cfg"
 sock=/tmp/bench/csi.sock; mkdir -p /tmp/bench
-target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log warn,carve_core::engine::fill=info 2>/tmp/bench/carve.log &
+target/release/carve serve --node-id bench --endpoint "unix://$sock" --config "$cfg" --log "$log" 2>/tmp/bench/carve.log &
 carve=$!
 for _ in $(seq 200); do [ -S "$sock" ] && break; sleep 0.1; done
 sleep 1
 echo "bench: $rounds create/delete rounds on carve-thick, interleaved with bare lvcreate/lvremove"
-target/release/examples/bench "$sock" "$carve" "$rounds" "$calls" "$cfg"
+target/release/examples/bench "$sock" "$carve" "$rounds" "$calls" "$cfg" "$parts"
 rc=$?
+[ "$parts" = all ] || cp /tmp/bench/carve.log "target/bench-carve-$parts.log"
 kill -TERM $carve; wait $carve
 [ $rc = 0 ] || exit $rc
+[ "$parts" = all ] || exit 0
 
 # The scale table: a fresh carve per row, on a VG that holds N carve LVs
 # (thick, inactive, one extent each: vgcfgrestore adds thousands in one
