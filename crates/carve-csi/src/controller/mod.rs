@@ -268,10 +268,14 @@ impl ControllerService {
                         tracing::warn!(lv = %format!("{}/{}", id.vg, id.lv), "an LV of that name exists but lacks carve's owner tag: treated as absent and left untouched");
                     }
                 }
-                Err(e) if e.kind == LvmErrorKind::NotFound && id.node.is(&self.node_id) => {
+                Err(e)
+                    if matches!(e.kind, LvmErrorKind::VgAbsent | LvmErrorKind::NotFound)
+                        && id.node.is(&self.node_id) =>
+                {
                     return Err(absent(e.detail))
                 }
-                Err(e) if e.kind == LvmErrorKind::NotFound => {}
+                // The ID names another node, and this node lacks the VG.
+                Err(e) if matches!(e.kind, LvmErrorKind::VgAbsent | LvmErrorKind::NotFound) => {}
                 Err(e) => return Err(LvmFailure::ctx("reading LVM state")(e)),
             }
         }
