@@ -54,7 +54,7 @@ rel=$(uname -r)
 mkdir -p /run/modroot/lib/modules
 ln -s "$CARVE_UML_MODULES/$rel" "/run/modroot/lib/modules/$rel"
 missing=""
-for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror dm-delay dm-flakey dm-dust raid0 raid1 raid10 raid456; do
+for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror dm-delay dm-flakey dm-dust dm-zero raid0 raid1 raid10 raid456; do
     modprobe -d /run/modroot "$m" 2>>/run/modprobe.err || missing="$missing $m"
 done
 # Private scratch space: loop images, sockets, mount points. /etc/lvm is covered

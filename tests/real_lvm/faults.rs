@@ -69,6 +69,79 @@ impl DmVg {
     fn fail(&self) {
         self.set(&format!("0 {} error", self.sectors));
     }
+
+    /// The device reads as zeros and drops writes: to LVM, its PV and VG
+    /// are gone (no label), as when a disk is swapped for a blank one.
+    fn blank(&self) {
+        self.set(&format!("0 {} zero", self.sectors));
+    }
+
+    /// dm-dust over the device (512-byte blocks): reads of the blocks
+    /// added with [`DmVg::bad_blocks`] fail once enabled; the rest works.
+    fn dust(&self) {
+        self.set(&format!("0 {} dust {} 0 512", self.sectors, self.device));
+    }
+
+    /// Marks `count` sectors from `first` bad and turns dm-dust's failing on.
+    fn bad_blocks(&self, first: u64, count: u64) {
+        for b in first..first + count {
+            dmsetup(&["message", &self.dm, "0", "addbadblock", &b.to_string()]);
+        }
+        dmsetup(&["message", &self.dm, "0", "enable"]);
+    }
+
+    /// The PV sector where LV `lv`'s data starts (its first segment).
+    fn first_sector_of(&self, lv: &str) -> u64 {
+        let field = |args: &[&str]| -> u64 {
+            let out = lvm(args);
+            let t = out.trim();
+            t.parse()
+                .unwrap_or_else(|_| panic!("lvm {args:?} printed {t:?}"))
+        };
+        let pe_start = field(&[
+            "pvs",
+            "--noheadings",
+            "--units",
+            "s",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            &self.path(),
+        ]);
+        let extent = field(&[
+            "vgs",
+            "--noheadings",
+            "--units",
+            "s",
+            "--nosuffix",
+            "-o",
+            "vg_extent_size",
+            &self.vg,
+        ]);
+        let ranges = lvm(&[
+            "lvs",
+            "--noheadings",
+            "-o",
+            "seg_pe_ranges",
+            &format!("{}/{lv}", self.vg),
+        ]);
+        // "/dev/mapper/<dm>:<first>-<last>"
+        let first_pe: u64 = ranges
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|r| r.split('-').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("seg_pe_ranges of {lv}: {ranges:?}"));
+        pe_start + first_pe * extent
+    }
+}
+
+/// Writes the page cache of block device `dev` out and drops it, so the next
+/// read comes from the device (what a fresh process after a reboot would see).
+fn drop_cache(dev: &str) {
+    let _ = Command::new("blockdev").args(["--flushbufs", dev]).output();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
 impl Drop for DmVg {
@@ -263,4 +336,298 @@ async fn a_pv_that_fails_every_io_fails_its_rpcs_clearly_and_recovers() {
     }
     only_carves_shells_remain(&carve, Duration::from_secs(30)).await;
     foreign_intact();
+}
+
+/// CreateVolume, retried while carve answers Aborted (the copy still runs),
+/// until it answers anything else.
+async fn create_until_answered(
+    c: &mut ControllerClient<Channel>,
+    req: &csi::CreateVolumeRequest,
+) -> Result<csi::Volume, tonic::Status> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match c.create_volume(req.clone()).await {
+            Err(s) if s.code() == Code::Aborted && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            r => return r.map(|r| r.into_inner().volume.unwrap()),
+        }
+    }
+}
+
+/// A clone whose source cannot be read midway (dm-dust bad blocks in the
+/// source's data): CreateVolume fails Unavailable (retryable: the external
+/// provisioner keeps the claim and calls again) naming the read error, the
+/// unfinished clone is listed abnormal with the reason, the temporary
+/// snapshot is gone; once the blocks read again, the retry copies everything
+/// and the clone equals its source.
+#[tokio::test]
+async fn a_read_error_during_a_clone_fails_it_retryably_and_the_retry_completes() {
+    use super::crash::{block_req, content, digest, fill_device};
+    let vg = DmVg::new("carve-dust", 256);
+    vg.dust();
+    let cfg = config_with("carve-dust", "dust", 30);
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    const SIZE: i64 = 32 * MI;
+    let src = create_ok(&mut c, block_req("dust-src", Some("dust"), SIZE)).await;
+    let src_dev = format!("/dev/{}", lvm_path(&src.volume_id));
+    fill_device(&src_dev, SIZE as u64, 11);
+    let want = digest(&src_dev, SIZE as u64);
+    // 4 KiB that cannot be read, 20 MiB into the source: the copy fails
+    // after it has written part of the clone.
+    let (_, src_lv) = split(&src.volume_id);
+    let bad = vg.first_sector_of(src_lv) + 20 * 2048;
+    drop_cache(&src_dev);
+    vg.bad_blocks(bad, 8);
+
+    let mut req = block_req("dust-clone", Some("dust"), SIZE);
+    req.volume_content_source = Some(content(None, Some(&src.volume_id)));
+    let e = create_until_answered(&mut c, &req).await.unwrap_err();
+    eprintln!("clone over bad blocks: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(
+        e.message().contains("Input/output error") || e.message().contains("os error 5"),
+        "{}",
+        e.message()
+    );
+    let dst = carve_core::names::lv_name("dust-clone");
+    let temp = carve_core::names::clone_temp_name(&dst);
+    assert!(lv("carve-dust", &temp).is_none(), "temporary snapshot left");
+    let id = listed_id(&mut c, &dst)
+        .await
+        .expect("the unfinished clone is listed");
+    let cond = condition(&mut c, &id).await;
+    assert!(cond.abnormal, "{cond:?}");
+    assert!(cond.message.contains("copy"), "{cond:?}");
+
+    // The disk is repaired (the blocks read again): the retry converges.
+    dmsetup(&["message", &vg.dm, "0", "disable"]);
+    let clone = create_until_answered(&mut c, &req)
+        .await
+        .unwrap_or_else(|e| panic!("retry after repair: {e:?}"));
+    let clone_dev = format!("/dev/{}", lvm_path(&clone.volume_id));
+    drop_cache(&clone_dev);
+    assert!(
+        digest(&clone_dev, SIZE as u64) == want,
+        "clone differs from its source"
+    );
+    assert!(!condition(&mut c, &clone.volume_id).await.abnormal);
+    for id in [clone.volume_id, src.volume_id] {
+        delete(&mut c, id).await;
+    }
+    assert!(lvs("carve-dust").is_empty(), "{:?}", lv_names("carve-dust"));
+}
+
+/// NodeStageVolume while every write to the PV fails: mkfs fails, the RPC
+/// fails Internal naming mkfs and the device, nothing is mounted; once the
+/// disk works again a restage formats and mounts a clean filesystem (no
+/// half-written one taken for the volume's own).
+#[tokio::test]
+async fn mkfs_on_a_failing_pv_fails_clearly_and_a_restage_after_repair_works() {
+    use super::node::{paths, publish, stage, unpublish, unstage};
+    let vg = DmVg::new("carve-mkfs", 256);
+    let cfg = config_with("carve-mkfs", "mkfs", 30);
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    let mut n = carve_csi::csi::node_client::NodeClient::new(carve.channel().await);
+    let cap = mount_cap();
+    let id = create_ok(&mut c, create_req("mkfs-1", Some("mkfs"), 64 * MI))
+        .await
+        .volume_id;
+    let p = paths("mkfs-fault");
+
+    vg.fail();
+    let e = stage(&mut n, &id, &p, &cap).await.unwrap_err();
+    eprintln!("stage on a failing PV: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Internal, "{}", e.message());
+    assert!(
+        e.message().contains("mkfs") || e.message().contains("blkid"),
+        "{}",
+        e.message()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&super::node::s(&p.stage)),
+        "stage path mounted"
+    );
+
+    vg.heal();
+    stage(&mut n, &id, &p, &cap)
+        .await
+        .unwrap_or_else(|e| panic!("restage after repair: {e:?}\n{}", carve.log_text()));
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    std::fs::write(p.target.join("f"), b"after repair").unwrap();
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    // What is on the disk is a whole filesystem.
+    let dev = format!("/dev/{}", lvm_path(&id));
+    drop_cache(&dev);
+    let fsck = Command::new("e2fsck").args(["-fn", &dev]).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "e2fsck: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    stage(&mut n, &id, &p, &cap).await.unwrap();
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    assert_eq!(std::fs::read(p.target.join("f")).unwrap(), b"after repair");
+    unpublish(&mut n, &id, &p).await;
+    unstage(&mut n, &id, &p).await;
+    delete(&mut c, id).await;
+    assert!(lvs("carve-mkfs").is_empty());
+}
+
+/// ControllerExpandVolume while the PV fails every IO: a clear, retryable
+/// error naming the VG, the LV's size unchanged; after repair the retry
+/// grows it, and the data before the old end is intact.
+#[tokio::test]
+async fn expand_on_a_failing_pv_fails_clearly_and_the_retry_after_repair_grows_it() {
+    use super::crash::{block_req, digest, fill_device};
+    let vg = DmVg::new("carve-grow", 256);
+    let cfg = config_with("carve-grow", "grow", 10);
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    let v = create_ok(&mut c, block_req("grow-1", Some("grow"), 32 * MI)).await;
+    let dev = format!("/dev/{}", lvm_path(&v.volume_id));
+    fill_device(&dev, 32 * MI as u64, 5);
+    let want = digest(&dev, 32 * MI as u64);
+
+    vg.fail();
+    let e = c
+        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            capacity_range: Some(csi::CapacityRange {
+                required_bytes: 64 * MI,
+                limit_bytes: 0,
+            }),
+            volume_capability: Some(block_cap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    eprintln!("expand on a failing PV: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    assert!(e.message().contains("carve-grow"), "{}", e.message());
+
+    vg.heal();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let grown = loop {
+        match c
+            .controller_expand_volume(csi::ControllerExpandVolumeRequest {
+                volume_id: v.volume_id.clone(),
+                capacity_range: Some(csi::CapacityRange {
+                    required_bytes: 64 * MI,
+                    limit_bytes: 0,
+                }),
+                volume_capability: Some(block_cap()),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) => break r.into_inner(),
+            Err(e) => {
+                assert!(Instant::now() < deadline, "never grew: {e:?}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert_eq!(grown.capacity_bytes, 64 * MI);
+    assert_eq!(
+        lv("carve-grow", split(&v.volume_id).1).unwrap().lv_size,
+        (64 * MI).to_string()
+    );
+    drop_cache(&dev);
+    assert!(
+        digest(&dev, 32 * MI as u64) == want,
+        "data before the old end changed"
+    );
+    delete(&mut c, v.volume_id).await;
+    assert!(lvs("carve-grow").is_empty());
+}
+
+/// A VG whose disk is swapped for a blank one (dm-zero: no PV label): Probe
+/// still answers ready (other classes serve), the class offers no capacity,
+/// CreateVolume on it fails ResourceExhausted naming the VG, its volume is
+/// listed abnormal; when the disk returns, all of it recovers by itself.
+#[tokio::test]
+async fn a_vg_that_disappears_fails_cleanly_and_recovers_when_it_returns() {
+    let vg = DmVg::new("carve-gone", 256);
+    let cfg = config_with("carve-gone", "gone", 10);
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    let mut ident = carve.identity().await;
+    let v = create_ok(&mut c, create_req("gone-1", Some("gone"), 16 * MI)).await;
+    assert!(capacity(&mut c, "gone").await.available_capacity > 0);
+
+    vg.blank();
+    // Seen at the next periodic report (5 s on the test ground).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capacity(&mut c, "gone").await.available_capacity != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "capacity still offered on a gone VG"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let probe = ident
+        .probe(csi::ProbeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(probe.ready, Some(true), "other classes still serve");
+    assert!(capacity(&mut c, "thick").await.available_capacity > 0);
+    let e = c
+        .create_volume(create_req("gone-2", Some("gone"), 16 * MI))
+        .await
+        .unwrap_err();
+    eprintln!("create on a gone VG: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("carve-gone"), "{}", e.message());
+    let cond = condition_when_listed(&mut c, &v.volume_id).await;
+    assert!(
+        cond.abnormal && cond.message.contains("carve-gone"),
+        "{cond:?}"
+    );
+
+    vg.heal();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while capacity(&mut c, "gone").await.available_capacity == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "capacity never came back:\n{}",
+            carve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let second = create_ok(&mut c, create_req("gone-2", Some("gone"), 16 * MI)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while condition(&mut c, &v.volume_id).await.abnormal {
+        assert!(
+            Instant::now() < deadline,
+            "gone-1 still abnormal after the VG returned"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for id in [v.volume_id, second.volume_id] {
+        delete(&mut c, id).await;
+    }
+    assert!(lvs("carve-gone").is_empty());
+    only_carves_shells_remain(&carve, Duration::from_secs(30)).await;
+}
+
+/// The condition ListVolumes gives volume `id` (ControllerGetVolume answers
+/// Unavailable while its VG cannot be read).
+async fn condition_when_listed(
+    c: &mut ControllerClient<Channel>,
+    id: &str,
+) -> csi::VolumeCondition {
+    list_entries(c)
+        .await
+        .into_iter()
+        .find(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == id))
+        .and_then(|e| e.status)
+        .and_then(|s| s.volume_condition)
+        .unwrap_or_else(|| panic!("{id} not listed with a condition"))
 }
