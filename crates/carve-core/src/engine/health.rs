@@ -62,18 +62,19 @@ pub fn condition(lv: &LvInfo, state: &LvmState, fill: Fill, limits: &PoolLimits)
     }
     if lv.is_thin_volume() {
         match state.lv(&lv.vg, &lv.pool) {
-            None => problems.push(format!("its thin pool {} is missing", lv.pool)),
+            None => problems.push(format!("its thin pool {}/{} is missing", lv.vg, lv.pool)),
             Some(pool) => {
                 match pool.attr.health {
                     LvHealth::PoolFailed => {
-                        problems.push(format!("thin pool {} has failed", pool.name))
+                        problems.push(format!("thin pool {}/{} has failed", pool.vg, pool.name))
                     }
-                    LvHealth::PoolOutOfData => {
-                        problems.push(format!("thin pool {} is out of data space", pool.name))
-                    }
+                    LvHealth::PoolOutOfData => problems.push(format!(
+                        "thin pool {}/{} is out of data space",
+                        pool.vg, pool.name
+                    )),
                     LvHealth::PoolMetadataReadOnly => problems.push(format!(
-                        "thin pool {} is out of metadata space (read-only)",
-                        pool.name
+                        "thin pool {}/{} is out of metadata space (read-only)",
+                        pool.vg, pool.name
                     )),
                     _ => {}
                 }

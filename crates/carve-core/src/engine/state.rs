@@ -32,7 +32,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Config, Provisioning};
 use crate::engine::capacity::{self, CapacityError, ClassCapacity};
-use crate::lvm::{LvInfo, Lvm, LvmError, LvmErrorKind, LvmState};
+use crate::lvm::{LvInfo, Lvm, LvmError, LvmState};
 
 /// One refresh's worth of state plus the capacities derived from it.
 #[derive(Debug)]
@@ -195,7 +195,7 @@ impl StateCache {
         }
         let start = self.seq.load(Ordering::SeqCst);
         let began = Instant::now();
-        let report = self.lvm.state_of(vg).await.map_err(|e| absent_vg(vg, e));
+        let report = self.lvm.state_of(vg).await;
         self.reported
             .lock()
             .expect("reported lock")
@@ -453,20 +453,6 @@ impl StateCache {
     }
 }
 
-/// lvm's "Volume group "vg" not found" when asked about that VG: carve is
-/// configured for it, so its disk is detached or fails every read. That is
-/// [`LvmErrorKind::VgAbsent`], retryable, not a verdict that anything in it
-/// is gone.
-fn absent_vg(vg: &str, mut e: LvmError) -> LvmError {
-    if e.kind == LvmErrorKind::NotFound
-        && e.detail
-            .contains(&format!("Volume group \"{vg}\" not found"))
-    {
-        e.kind = LvmErrorKind::VgAbsent;
-    }
-    e
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,21 +465,6 @@ mod tests {
         let config = Arc::new(Config::parse(CONFIG, "t").unwrap());
         let lvm = Arc::new(Lvm::new(fake.clone()));
         (StateCache::new(lvm, config), fake)
-    }
-
-    #[test]
-    fn a_configured_vg_lvm_cannot_find_is_absent_not_a_missing_lv() {
-        let e = |stderr: &str| LvmError::from_exit("lvm fullreport".into(), Some(5), stderr);
-        let gone = absent_vg("vgthick", e("  Volume group \"vgthick\" not found\n"));
-        assert_eq!(gone.kind, LvmErrorKind::VgAbsent);
-        // Another VG's absence, or a missing LV, keeps its kind.
-        let other = absent_vg("vgthick", e("  Volume group \"vgother\" not found\n"));
-        assert_eq!(other.kind, LvmErrorKind::NotFound);
-        let lv = absent_vg(
-            "vgthick",
-            e("  Failed to find logical volume \"vgthick/x\"\n"),
-        );
-        assert_eq!(lv.kind, LvmErrorKind::NotFound);
     }
 
     fn lv(name: &str, size: u64) -> LvInfo {

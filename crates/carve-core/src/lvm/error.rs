@@ -65,6 +65,22 @@ impl LvmError {
         }
     }
 
+    /// For a command about VG `vg`, which carve is configured for: lvm's
+    /// `Volume group "vg" not found` means its disk is detached or fails
+    /// every read. That is [`LvmErrorKind::VgAbsent`], retryable, not a
+    /// verdict that an LV in it is gone (which would let DeleteVolume answer
+    /// OK and the CO forget a volume that comes back with the disk).
+    pub fn in_vg(mut self, vg: &str) -> Self {
+        if self.kind == LvmErrorKind::NotFound
+            && self
+                .detail
+                .contains(&format!("Volume group \"{vg}\" not found"))
+        {
+            self.kind = LvmErrorKind::VgAbsent;
+        }
+        self
+    }
+
     pub fn parse(command: String, detail: String) -> Self {
         LvmError {
             kind: LvmErrorKind::Parse,
@@ -108,6 +124,18 @@ pub fn classify(stderr: &str) -> LvmErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_vg_lvm_cannot_find_is_absent_not_a_missing_lv() {
+        let e = |stderr: &str| LvmError::from_exit("lvm lvremove".into(), Some(5), stderr);
+        let gone = e("  Volume group \"vgthick\" not found\n").in_vg("vgthick");
+        assert_eq!(gone.kind, LvmErrorKind::VgAbsent);
+        // Another VG's absence, or a missing LV, keeps its kind.
+        let other = e("  Volume group \"vgother\" not found\n").in_vg("vgthick");
+        assert_eq!(other.kind, LvmErrorKind::NotFound);
+        let lv = e("  Failed to find logical volume \"vgthick/x\"\n").in_vg("vgthick");
+        assert_eq!(lv.kind, LvmErrorKind::NotFound);
+    }
 
     // Messages captured from lvm2 2.03.16 (Debian 12) in the UML test ground.
     #[test]

@@ -106,7 +106,9 @@ impl Lvm {
         vg: &str,
         args: Vec<String>,
     ) -> Result<exec::Finished, LvmError> {
-        self.run_checked(self.devices.apply(args, Some(vg))).await
+        self.run_checked(self.devices.apply(args, Some(vg)))
+            .await
+            .map_err(|e| e.in_vg(vg))
     }
 
     async fn run_checked(&self, args: Vec<String>) -> Result<exec::Finished, LvmError> {
@@ -174,7 +176,13 @@ impl Lvm {
 
     async fn report(&self, args: Vec<String>, vg: Option<&str>) -> Result<LvmState, LvmError> {
         let line = exec::display("lvm", &args);
-        let out = self.run_checked(self.devices.apply(args, vg)).await?;
+        let out = self
+            .run_checked(self.devices.apply(args, vg))
+            .await
+            .map_err(|e| match vg {
+                Some(vg) => e.in_vg(vg),
+                None => e,
+            })?;
         report::parse_fullreport(&out.stdout).map_err(|d| LvmError::parse(line, d))
     }
 

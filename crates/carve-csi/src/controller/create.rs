@@ -366,12 +366,7 @@ impl ControllerService {
             // lvm finds no such VG although the view has it: its disk went
             // away or fails every read. This node cannot take the volume
             // now, like a node without the VG; the next refresh says so.
-            Err(e)
-                if e.kind == LvmErrorKind::VgAbsent
-                    || (e.kind == LvmErrorKind::NotFound
-                        && e.detail
-                            .contains(&format!("Volume group \"{vg}\" not found"))) =>
-            {
+            Err(e) if e.kind == LvmErrorKind::VgAbsent => {
                 self.state.poke();
                 return Err(CreateVolumeError::VgUnreadable {
                     vg: vg.clone(),

@@ -35,7 +35,11 @@ pub enum CreateSnapshotError {
     NotReady(#[from] NotReady),
     #[error(transparent)]
     NoClass(#[from] NoClass),
-    #[error("VG {0} is gone")]
+    /// The source's VG is missing from LVM's last report (its disk detached
+    /// or failing): retryable, the volume may come back with it.
+    #[error(
+        "volume group {0} is configured but not on this node now (a failing or missing disk?)"
+    )]
     VgGone(String),
     #[error("a snapshot of {source_id} needs {reserve} bytes of copy-on-write space in VG {vg}; {free} are free beyond the spare")]
     NoRoom {
@@ -104,7 +108,7 @@ impl RpcError for CreateSnapshotError {
             E::SourceUnfinished(_) => Code::Aborted,
             E::NotReady(e) => e.code(),
             E::NoClass(e) => e.code(),
-            E::VgGone(_) => Code::NotFound,
+            E::VgGone(_) => Code::Unavailable,
             E::NoRoom { .. } => Code::ResourceExhausted,
             E::Conflict { .. } => Code::AlreadyExists,
             E::Lvm(e) => e.code(),
