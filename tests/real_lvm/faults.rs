@@ -1,9 +1,13 @@
 //! Failing hardware, made with device-mapper's own test targets under a VG:
-//! a PV that becomes very slow (dm-delay) and one that fails every IO
-//! (dm-error). What must hold: the RPC on the sick VG fails with a clear code
-//! within lvm_timeout_seconds and its stuck command's processes are gone once
-//! the kernel lets them go; other VGs keep working meanwhile; after recovery
-//! a retry converges and nothing is left half-made.
+//! a PV that becomes very slow (dm-delay), one that fails every IO
+//! (dm-error) during create, mkfs or expand, one with unreadable blocks
+//! under a clone's source (dm-dust), a disk swapped for a blank one
+//! (dm-zero), and a thin pool that runs out of data space mid-write. What
+//! must hold: the RPC on the sick VG fails with a clear code (retryable
+//! where a retry can succeed) within lvm_timeout_seconds and its stuck
+//! command's processes are gone once the kernel lets them go; other VGs keep
+//! working meanwhile; no data outside the failing blocks changes; after
+//! recovery a retry converges and nothing is left half-made.
 
 use super::*;
 
@@ -590,6 +594,26 @@ async fn a_vg_that_disappears_fails_cleanly_and_recovers_when_it_returns() {
         cond.abnormal && cond.message.contains("carve-gone"),
         "{cond:?}"
     );
+    // Nothing in it is judged gone: a delete or a snapshot is retried later.
+    let e = c
+        .delete_volume(csi::DeleteVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    eprintln!("delete on a gone VG: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    let e = c
+        .create_snapshot(csi::CreateSnapshotRequest {
+            name: "gone-snap".into(),
+            source_volume_id: v.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    eprintln!("snapshot on a gone VG: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
 
     vg.heal();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -630,4 +654,160 @@ async fn condition_when_listed(
         .and_then(|e| e.status)
         .and_then(|s| s.volume_condition)
         .unwrap_or_else(|| panic!("{id} not listed with a condition"))
+}
+
+/// The test ground's config plus a thin class over `vg`/pool0.
+fn thin_config_with(vg: &str, class: &str) -> tempfile::NamedTempFile {
+    let base = std::fs::read_to_string(testbed_config()).unwrap();
+    config_file(&format!(
+        "{base}\n[[device_class]]\nname = '{class}'\nvolume_group = '{vg}'\ntype = 'thin'\nthin_pool = 'pool0'\nover_provision_ratio = 4.0\n"
+    ))
+}
+
+/// A thin pool that runs out of data space while a volume is being written
+/// (the pool made with --errorwhenfull y, so the writer gets an error now
+/// rather than after the kernel's 60 s queue): the writer fails, the other
+/// volume's data is intact, the class offers no capacity and CreateVolume
+/// is ResourceExhausted naming the pool, the volumes are listed abnormal
+/// with the reason; once the pool is extended, creates work again and the
+/// conditions clear.
+#[tokio::test]
+async fn a_thin_pool_that_fills_during_a_write_refuses_new_volumes_and_recovers_when_extended() {
+    use super::crash::{block_req, digest, fill_device};
+    let vg = DmVg::new("carve-tfill", 256);
+    // The loop device under the dm device shows the same PV: name the one
+    // the VG lives on, as carve does.
+    let pv = vg.path();
+    let on_pv = |args: &[&str]| lvm(&[args, &["--devices", &pv]].concat());
+    on_pv(&[
+        "lvcreate",
+        "-q",
+        "--type",
+        "thin-pool",
+        "-L",
+        "64M",
+        "-n",
+        "pool0",
+        "carve-tfill",
+    ]);
+    on_pv(&[
+        "lvchange",
+        "-q",
+        "--errorwhenfull",
+        "y",
+        "carve-tfill/pool0",
+    ]);
+    let cfg = thin_config_with("carve-tfill", "tfill");
+    let carve = Carve::start(cfg.path()).await;
+    let mut c = carve.controller().await;
+    let a = create_ok(&mut c, block_req("tfill-a", Some("tfill"), 32 * MI)).await;
+    let dev_a = format!("/dev/{}", lvm_path(&a.volume_id));
+    fill_device(&dev_a, 16 * MI as u64, 9);
+    let want = digest(&dev_a, 16 * MI as u64);
+    let b = create_ok(&mut c, block_req("tfill-b", Some("tfill"), 128 * MI)).await;
+    let dev_b = format!("/dev/{}", lvm_path(&b.volume_id));
+
+    // 128 MiB into what is left of 64 MiB: the write fails part-way.
+    let dd = Command::new("dd")
+        .args([
+            "if=/dev/urandom",
+            &format!("of={dev_b}"),
+            "bs=1M",
+            "count=128",
+            "oflag=direct",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !dd.status.success(),
+        "the write past the pool's end succeeded"
+    );
+    let attr = on_pv(&["lvs", "--noheadings", "-o", "lv_attr", "carve-tfill/pool0"]);
+    eprintln!(
+        "pool after the write: {} dd: {}",
+        attr.trim(),
+        String::from_utf8_lossy(&dd.stderr).trim()
+    );
+
+    // carve sees it at its next report (5 s on the test ground).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capacity(&mut c, "tfill").await.available_capacity != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "capacity still offered on a full pool"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let e = c
+        .create_volume(create_req("tfill-c", Some("tfill"), 16 * MI))
+        .await
+        .unwrap_err();
+    eprintln!("create on a full pool: {:?}: {}", e.code(), e.message());
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert!(e.message().contains("carve-tfill/pool0"), "{}", e.message());
+    for id in [&a.volume_id, &b.volume_id] {
+        let cond = condition_when_listed(&mut c, id).await;
+        eprintln!("{id}: {cond:?}");
+        assert!(
+            cond.abnormal
+                && cond
+                    .message
+                    .contains("thin pool carve-tfill/pool0 is out of data space"),
+            "{cond:?}"
+        );
+    }
+    // The other volume's data never moved.
+    drop_cache(&dev_a);
+    assert!(digest(&dev_a, 16 * MI as u64) == want, "volume a changed");
+    // Nothing half-made: only the two volumes (and the pool).
+    let volumes = || -> Vec<String> {
+        lvs("carve-tfill")
+            .into_iter()
+            .map(|l| l.lv_name)
+            .filter(|n| n != "pool0")
+            .collect()
+    };
+    assert_eq!(volumes().len(), 2, "{:?}", volumes());
+
+    // The operator extends the pool: carve notices by itself.
+    on_pv(&["lvextend", "-q", "-L", "+128M", "carve-tfill/pool0"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while capacity(&mut c, "tfill").await.available_capacity == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "capacity never came back:\n{}",
+            carve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let cv = create_ok(&mut c, create_req("tfill-c", Some("tfill"), 16 * MI)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while condition(&mut c, &a.volume_id).await.abnormal {
+        assert!(
+            Instant::now() < deadline,
+            "tfill-a still abnormal after the pool grew"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // And the volume that hit the wall takes writes again.
+    let dd = Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={dev_b}"),
+            "bs=1M",
+            "count=16",
+            "oflag=direct",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        dd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dd.stderr)
+    );
+    assert!(digest(&dev_a, 16 * MI as u64) == want, "volume a changed");
+    for id in [a.volume_id, b.volume_id, cv.volume_id] {
+        delete(&mut c, id).await;
+    }
+    assert!(volumes().is_empty(), "{:?}", volumes());
 }
