@@ -53,8 +53,13 @@ echo 99 > "$rc_file" 2>/dev/null
 rel=$(uname -r)
 mkdir -p /run/modroot/lib/modules
 ln -s "$CARVE_UML_MODULES/$rel" "/run/modroot/lib/modules/$rel"
+# The kernel loads some modules itself (dm-crypt's ciphers: cbc(aes),
+# xts(aes)...) through kernel.modprobe: point that at the same tree.
+printf '#!/bin/sh\nexec /sbin/modprobe -d /run/modroot "$@"\n' > /run/modprobe-uml
+chmod +x /run/modprobe-uml
+echo /run/modprobe-uml > /proc/sys/kernel/modprobe
 missing=""
-for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror dm-delay dm-flakey dm-dust dm-zero raid0 raid1 raid10 raid456; do
+for m in loop dm-mod dm-snapshot dm-thin-pool dm-raid dm-mirror dm-delay dm-flakey dm-dust dm-zero dm-crypt raid0 raid1 raid10 raid456; do
     modprobe -d /run/modroot "$m" 2>>/run/modprobe.err || missing="$missing $m"
 done
 # Private scratch space: loop images, sockets, mount points. /etc/lvm is covered
