@@ -567,14 +567,7 @@ async fn a_vg_that_disappears_fails_cleanly_and_recovers_when_it_returns() {
 
     vg.blank();
     // Seen at the next periodic report (5 s on the test ground).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while capacity(&mut c, "gone").await.available_capacity != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "capacity still offered on a gone VG"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_capacity(&mut c, "gone", false, &carve, 30).await;
     let probe = ident
         .probe(csi::ProbeRequest {})
         .await
@@ -616,24 +609,9 @@ async fn a_vg_that_disappears_fails_cleanly_and_recovers_when_it_returns() {
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
 
     vg.heal();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while capacity(&mut c, "gone").await.available_capacity == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "capacity never came back:\n{}",
-            carve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_capacity(&mut c, "gone", true, &carve, 60).await;
     let second = create_ok(&mut c, create_req("gone-2", Some("gone"), 16 * MI)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while condition(&mut c, &v.volume_id).await.abnormal {
-        assert!(
-            Instant::now() < deadline,
-            "gone-1 still abnormal after the VG returned"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_normal(&mut c, &v.volume_id, 30).await;
     for id in [v.volume_id, second.volume_id] {
         delete(&mut c, id).await;
     }
@@ -730,14 +708,7 @@ async fn a_thin_pool_that_fills_during_a_write_refuses_new_volumes_and_recovers_
     );
 
     // carve sees it at its next report (5 s on the test ground).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while capacity(&mut c, "tfill").await.available_capacity != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "capacity still offered on a full pool"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_capacity(&mut c, "tfill", false, &carve, 30).await;
     let e = c
         .create_volume(create_req("tfill-c", Some("tfill"), 16 * MI))
         .await
@@ -771,24 +742,9 @@ async fn a_thin_pool_that_fills_during_a_write_refuses_new_volumes_and_recovers_
 
     // The operator extends the pool: carve notices by itself.
     on_pv(&["lvextend", "-q", "-L", "+128M", "carve-tfill/pool0"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while capacity(&mut c, "tfill").await.available_capacity == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "capacity never came back:\n{}",
-            carve.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_capacity(&mut c, "tfill", true, &carve, 30).await;
     let cv = create_ok(&mut c, create_req("tfill-c", Some("tfill"), 16 * MI)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while condition(&mut c, &a.volume_id).await.abnormal {
-        assert!(
-            Instant::now() < deadline,
-            "tfill-a still abnormal after the pool grew"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    until_normal(&mut c, &a.volume_id, 30).await;
     // And the volume that hit the wall takes writes again.
     let dd = Command::new("dd")
         .args([
@@ -810,4 +766,37 @@ async fn a_thin_pool_that_fills_during_a_write_refuses_new_volumes_and_recovers_
         delete(&mut c, id).await;
     }
     assert!(volumes().is_empty(), "{:?}", volumes());
+}
+
+/// Waits up to `within_s` seconds until class `class` offers capacity
+/// (`offered`) or offers none, as carve's periodic report catches up.
+async fn until_capacity(
+    c: &mut ControllerClient<Channel>,
+    class: &str,
+    offered: bool,
+    carve: &Carve,
+    within_s: u64,
+) {
+    let deadline = Instant::now() + Duration::from_secs(within_s);
+    while (capacity(c, class).await.available_capacity > 0) != offered {
+        assert!(
+            Instant::now() < deadline,
+            "class {class}: capacity offered is still {}:\n{}",
+            !offered,
+            carve.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits up to `within_s` seconds until volume `id` is no longer abnormal.
+async fn until_normal(c: &mut ControllerClient<Channel>, id: &str, within_s: u64) {
+    let deadline = Instant::now() + Duration::from_secs(within_s);
+    while condition(c, id).await.abnormal {
+        assert!(
+            Instant::now() < deadline,
+            "{id} still abnormal after repair"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
