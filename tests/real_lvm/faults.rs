@@ -165,15 +165,22 @@ impl Drop for DmVg {
 
 /// The test ground's config plus a class on `vg`, with a short lvm timeout.
 fn config_with(vg: &str, class: &str, timeout_s: u64) -> tempfile::NamedTempFile {
+    config_plus(
+        &format!("name = '{class}'\nvolume_group = '{vg}'\ntype = 'thick'\n"),
+        timeout_s,
+    )
+}
+
+/// The test ground's config plus one `[[device_class]]` with these keys and
+/// `lvm_timeout_seconds = timeout_s`.
+fn config_plus(class_keys: &str, timeout_s: u64) -> tempfile::NamedTempFile {
     let base = std::fs::read_to_string(testbed_config()).unwrap();
     let base = base.replace(
         "lvm_timeout_seconds = 60",
         &format!("lvm_timeout_seconds = {timeout_s}"),
     );
     assert!(base.contains(&format!("lvm_timeout_seconds = {timeout_s}")));
-    config_file(&format!(
-        "{base}\n[[device_class]]\nname = '{class}'\nvolume_group = '{vg}'\ntype = 'thick'\n"
-    ))
+    config_file(&format!("{base}\n[[device_class]]\n{class_keys}"))
 }
 
 /// Waits until the only lvm processes left are carve's idle shells: a
@@ -498,19 +505,17 @@ async fn expand_on_a_failing_pv_fails_clearly_and_the_retry_after_repair_grows_i
     fill_device(&dev, 32 * MI as u64, 5);
     let want = digest(&dev, 32 * MI as u64);
 
+    let grow = csi::ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: 64 * MI,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(block_cap()),
+        ..Default::default()
+    };
     vg.fail();
-    let e = c
-        .controller_expand_volume(csi::ControllerExpandVolumeRequest {
-            volume_id: v.volume_id.clone(),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: 64 * MI,
-                limit_bytes: 0,
-            }),
-            volume_capability: Some(block_cap()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let e = c.controller_expand_volume(grow.clone()).await.unwrap_err();
     eprintln!("expand on a failing PV: {:?}: {}", e.code(), e.message());
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     assert!(e.message().contains("carve-grow"), "{}", e.message());
@@ -518,18 +523,7 @@ async fn expand_on_a_failing_pv_fails_clearly_and_the_retry_after_repair_grows_i
     vg.heal();
     let deadline = Instant::now() + Duration::from_secs(60);
     let grown = loop {
-        match c
-            .controller_expand_volume(csi::ControllerExpandVolumeRequest {
-                volume_id: v.volume_id.clone(),
-                capacity_range: Some(csi::CapacityRange {
-                    required_bytes: 64 * MI,
-                    limit_bytes: 0,
-                }),
-                volume_capability: Some(block_cap()),
-                ..Default::default()
-            })
-            .await
-        {
+        match c.controller_expand_volume(grow.clone()).await {
             Ok(r) => break r.into_inner(),
             Err(e) => {
                 assert!(Instant::now() < deadline, "never grew: {e:?}");
@@ -636,10 +630,10 @@ async fn condition_when_listed(
 
 /// The test ground's config plus a thin class over `vg`/pool0.
 fn thin_config_with(vg: &str, class: &str) -> tempfile::NamedTempFile {
-    let base = std::fs::read_to_string(testbed_config()).unwrap();
-    config_file(&format!(
-        "{base}\n[[device_class]]\nname = '{class}'\nvolume_group = '{vg}'\ntype = 'thin'\nthin_pool = 'pool0'\nover_provision_ratio = 4.0\n"
-    ))
+    config_plus(
+        &format!("name = '{class}'\nvolume_group = '{vg}'\ntype = 'thin'\nthin_pool = 'pool0'\nover_provision_ratio = 4.0\n"),
+        60,
+    )
 }
 
 /// A thin pool that runs out of data space while a volume is being written
