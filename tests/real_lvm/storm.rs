@@ -204,7 +204,7 @@ impl Client {
                 self.delete_snapshot(snap).await;
             }
             7..=9 if !self.volumes.is_empty() => {
-                let (vol, _, _) = self.volumes.remove(self.rng.below(self.volumes.len()));
+                let vol = self.volumes.remove(self.rng.below(self.volumes.len()));
                 self.delete_volume(vol).await;
             }
             _ => {
@@ -221,10 +221,12 @@ impl Client {
         }
     }
 
-    async fn delete_volume(&mut self, id: String) {
+    /// Deletes a volume; one the CO may not delete yet is kept whole: its
+    /// class and size, since a later snapshot's restore asks for that size.
+    async fn delete_volume(&mut self, vol: (String, &'static str, i64)) {
         let mut c = self.c.clone();
         let req = csi::DeleteVolumeRequest {
-            volume_id: id.clone(),
+            volume_id: vol.0.clone(),
             ..Default::default()
         };
         // A volume with a classic snapshot is its origin: FailedPrecondition
@@ -238,12 +240,7 @@ impl Client {
             .await
             .is_none()
         {
-            let class = if id.contains("carve-thin") {
-                "thin"
-            } else {
-                "thick"
-            };
-            self.volumes.push((id, class, 0));
+            self.volumes.push(vol);
         }
     }
 
@@ -349,7 +346,7 @@ async fn a_storm_of_mixed_calls_leaks_nothing_and_keeps_capacity_exact() {
         for (snap, _, _) in std::mem::take(&mut client.snapshots) {
             client.delete_snapshot(snap).await;
         }
-        for (vol, _, _) in std::mem::take(&mut client.volumes) {
+        for vol in std::mem::take(&mut client.volumes) {
             client.delete_volume(vol).await;
         }
         assert!(client.volumes.is_empty(), "a volume could not be deleted");
