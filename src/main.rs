@@ -239,12 +239,13 @@ async fn check_tools(lvm: &str, runner: Arc<SystemLvm>) -> Result<(), String> {
         "xfs_growfs",
         "mkfs.btrfs",
         "btrfs",
+        "cryptsetup",
     ]
     .into_iter()
     .filter(|p| carve_core::host::exec::find_in_path(p).is_none())
     .collect();
     if !missing.is_empty() {
-        tracing::warn!(missing = ?missing, "filesystem tools not found: volumes of those filesystems cannot be staged or grown");
+        tracing::warn!(missing = ?missing, "node tools not found: volumes of those filesystems (or LUKS2-encrypted ones, without cryptsetup) cannot be staged or grown");
     }
     let version = Lvm::new(runner)
         .version()

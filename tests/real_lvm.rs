@@ -21,6 +21,8 @@ mod clients;
 mod controller;
 #[path = "real_lvm/crash.rs"]
 mod crash;
+#[path = "real_lvm/crypt.rs"]
+mod crypt;
 #[path = "real_lvm/faults.rs"]
 mod faults;
 #[path = "real_lvm/hardening.rs"]

@@ -14,6 +14,8 @@
 //! - [`engine`]: the volume engine: the LVM state cache, capacity, health,
 //!   the per-volume in-flight guard, copy jobs and the fill of restored and
 //!   cloned volumes.
+//! - [`encryption`]: what a StorageClass may choose for LUKS2 volumes, and
+//!   the LV tag that records it.
 //! - [`params`]: StorageClass parameters and volume contexts, shared with
 //!   the cluster agent's StorageClass check.
 //! - [`telemetry`]: counters and timings of the commands carve runs.
@@ -24,6 +26,7 @@
 
 pub mod config;
 pub mod crash;
+pub mod encryption;
 pub mod endpoint;
 pub mod engine;
 #[cfg(any(test, feature = "test-support"))]

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use crate::encryption::{self, Luks};
 use crate::host::fs::FsType;
 
 /// Picks a device class by name (see the node config). Optional.
@@ -21,7 +22,8 @@ pub const PVC_NAME: &str = "csi.storage.k8s.io/pvc/name";
 pub const PVC_NAMESPACE: &str = "csi.storage.k8s.io/pvc/namespace";
 pub const PV_NAME: &str = "csi.storage.k8s.io/pv/name";
 
-/// Every key CreateVolume accepts, in the order error messages list them.
+/// Every key CreateVolume accepts but the encryption ones
+/// ([`encryption::KEYS`]), in the order error messages list them.
 pub const KNOWN: [&str; 6] = [
     DEVICE_CLASS,
     FS_TYPE,
@@ -33,7 +35,11 @@ pub const KNOWN: [&str; 6] = [
 
 /// The keys a StorageClass author writes (the rest are set by the
 /// provisioner), for messages meant for that author.
-pub const AUTHORED: [&str; 3] = [DEVICE_CLASS, FS_TYPE, FS_TYPE_SHORT];
+pub const AUTHORED: [&str; 4] = [DEVICE_CLASS, FS_TYPE, FS_TYPE_SHORT, encryption::ENCRYPTION];
+
+fn known(key: &str) -> bool {
+    KNOWN.contains(&key) || encryption::KEYS.contains(&key)
+}
 
 /// CreateVolume / GetCapacity / ValidateVolumeCapabilities parameters.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -43,6 +49,8 @@ pub struct Params {
     pub pvc_name: Option<String>,
     pub pvc_namespace: Option<String>,
     pub pv_name: Option<String>,
+    /// LUKS2 encryption, when the class asks for it.
+    pub encryption: Option<Luks>,
 }
 
 /// A parameter carve does not accept: which key, and why (the message names
@@ -61,11 +69,11 @@ impl Params {
         // Sorted, so that the key named in an error is the same every time.
         let mut keys: Vec<&String> = map.keys().collect();
         keys.sort();
-        if let Some(key) = keys.iter().find(|k| !KNOWN.contains(&k.as_str())) {
+        if let Some(key) = keys.iter().find(|k| !known(k)) {
             return Err(BadParams {
                 key: key.to_string(),
                 reason: format!(
-                    "not a parameter carve knows (a StorageClass may set {})",
+                    "not a parameter carve knows (a StorageClass may set {} and the carve.dev/luks-* options)",
                     AUTHORED.join(", ")
                 ),
             });
@@ -97,6 +105,7 @@ impl Params {
             pvc_name: map.get(PVC_NAME).cloned(),
             pvc_namespace: map.get(PVC_NAMESPACE).cloned(),
             pv_name: map.get(PV_NAME).cloned(),
+            encryption: Luks::from_params(map)?,
         })
     }
 }
@@ -166,11 +175,15 @@ pub fn check_storage_class(map: &HashMap<String, String>) -> Result<Params, BadP
 pub struct VolumeContext {
     pub device_class: Option<String>,
     pub fs_type: Option<FsType>,
+    /// `luks2` for an encrypted volume: for people reading the PV (the node
+    /// reads the LV's tag).
+    pub encryption: Option<String>,
 }
 
 impl VolumeContext {
     pub const DEVICE_CLASS: &'static str = "carve.dev/device-class";
     pub const FS_TYPE: &'static str = "carve.dev/fs-type";
+    pub const ENCRYPTION: &'static str = encryption::ENCRYPTION;
 
     pub fn into_map(self) -> HashMap<String, String> {
         let mut m = HashMap::new();
@@ -179,6 +192,9 @@ impl VolumeContext {
         }
         if let Some(f) = self.fs_type {
             m.insert(Self::FS_TYPE.to_string(), f.to_string());
+        }
+        if let Some(e) = self.encryption {
+            m.insert(Self::ENCRYPTION.to_string(), e);
         }
         m
     }
@@ -195,6 +211,7 @@ impl VolumeContext {
         Ok(VolumeContext {
             device_class: map.get(Self::DEVICE_CLASS).cloned(),
             fs_type,
+            encryption: map.get(Self::ENCRYPTION).cloned(),
         })
     }
 }
@@ -284,6 +301,7 @@ mod tests {
         let ctx = VolumeContext {
             device_class: Some("thin".into()),
             fs_type: Some(FsType::Btrfs),
+            encryption: Some("luks2".into()),
         };
         let mut map = ctx.clone().into_map();
         map.insert("csi.storage.k8s.io/pod.name".into(), "web-0".into());

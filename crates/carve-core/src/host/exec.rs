@@ -72,11 +72,38 @@ pub async fn run(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> Result<Finished, ExecError> {
+    run_inner(program, args, env, timeout, None).await
+}
+
+/// [`run`] with `input` written to the program's stdin (then closed): how a
+/// secret reaches a program without ever being in its argv or environment,
+/// which other users of the node can read in /proc.
+pub async fn run_with_input(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    input: &[u8],
+) -> Result<Finished, ExecError> {
+    run_inner(program, args, env, timeout, Some(input)).await
+}
+
+async fn run_inner(
+    program: &str,
+    args: &[String],
+    env: &[(&str, &str)],
+    timeout: Duration,
+    input: Option<&[u8]>,
+) -> Result<Finished, ExecError> {
     let mut cmd = Command::new(program);
     cmd.args(args)
         .env("LC_ALL", "C")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -88,13 +115,24 @@ pub async fn run(
     let pid = child.id();
     let mut out = child.stdout.take().expect("stdout piped");
     let mut err = child.stderr.take().expect("stderr piped");
+    let stdin = child.stdin.take();
     let work = async {
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
-        let (r1, r2, status) = tokio::join!(
+        let feed = async {
+            if let (Some(mut pipe), Some(bytes)) = (stdin, input) {
+                use tokio::io::AsyncWriteExt;
+                // A program that exits without reading all of it only
+                // closes the pipe early; its exit status tells what happened.
+                let _ = pipe.write_all(bytes).await;
+                let _ = pipe.shutdown().await;
+            }
+        };
+        let (r1, r2, status, ()) = tokio::join!(
             out.read_to_end(&mut stdout),
             err.read_to_end(&mut stderr),
-            child.wait()
+            child.wait(),
+            feed
         );
         // A read error on a pipe only loses output; the exit status still decides.
         let _ = (r1, r2);

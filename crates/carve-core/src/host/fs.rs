@@ -177,9 +177,23 @@ pub async fn run(
     args: &[String],
     timeout: Duration,
 ) -> Result<exec::Finished, CommandError> {
+    run_fed(program, args, timeout, None).await
+}
+
+/// [`run`], with `input` on the program's stdin when given (a secret that
+/// must stay out of argv).
+pub async fn run_fed(
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+    input: Option<&[u8]>,
+) -> Result<exec::Finished, CommandError> {
     let line = exec::display(program, args);
     let started = std::time::Instant::now();
-    let r = exec::run(program, args, &[], timeout).await;
+    let r = match input {
+        Some(bytes) => exec::run_with_input(program, args, &[], timeout, bytes).await,
+        None => exec::run(program, args, &[], timeout).await,
+    };
     let took = started.elapsed();
     let ok = matches!(&r, Ok(f) if f.success());
     crate::telemetry::commands().tool(program, took, ok);

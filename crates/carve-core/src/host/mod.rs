@@ -7,6 +7,7 @@ pub mod exec;
 #[allow(unsafe_code)]
 pub mod ffi;
 pub mod fs;
+pub mod luks;
 pub mod mount;
 pub mod mountinfo;
 pub mod paths;

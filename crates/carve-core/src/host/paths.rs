@@ -48,6 +48,17 @@ impl Device {
         }
     }
 
+    /// The open dm-crypt mapping /dev/mapper/`name` of an encrypted volume
+    /// (its number `None` while it is closed).
+    pub fn mapper(name: &str) -> Device {
+        let path = format!("/dev/mapper/{name}");
+        Device {
+            number: node_number(Path::new(&path)),
+            dm_path: path.clone(),
+            path,
+        }
+    }
+
     /// Whether a filesystem mount is of this device. btrfs reports an
     /// anonymous device number in mountinfo, so the mount's source is checked
     /// too (by name, and by the device number it resolves to).
@@ -86,6 +97,17 @@ fn node_number(path: &Path) -> Option<(u32, u32)> {
         .ok()
         .filter(|md| md.file_type().is_block_device())
         .map(|md| split_dev(md.rdev()))
+}
+
+/// The size in bytes of block device `major:minor` (sysfs counts 512-byte
+/// sectors whatever the device's own sector size).
+pub fn block_size((major, minor): (u32, u32)) -> Option<u64> {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/size"))
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|sectors| sectors * 512)
 }
 
 /// The kernel's mount table now.

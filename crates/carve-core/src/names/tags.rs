@@ -19,6 +19,9 @@ pub const TAG_INCOMPLETE: &str = "carve.dev/incomplete";
 /// The StorageClass fsType, so the node formats as asked even when a CO leaves
 /// the capability's fs_type empty.
 pub const TAG_FS_TYPE: &str = "carve.dev/fs-type";
+/// LUKS2-encrypted volumes and their snapshots: how the header is (or is to
+/// be) made (`encryption::Luks::tag_value`). Restores and clones inherit it.
+pub const TAG_ENCRYPTION: &str = "carve.dev/encryption";
 
 /// LVM tags allow `[A-Za-z0-9_+.-/=!:&#]`; any other byte of a value (and `#`
 /// itself) is written as `#xx` so arbitrary request names round-trip.

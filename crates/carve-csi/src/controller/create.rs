@@ -53,6 +53,8 @@ pub enum CreateVolumeError {
         required: u64,
         limit: u64,
     },
+    #[error("content source {id} is {}; the new volume's class asks for {}: a restore or clone holds its source's data as it is (encrypted with the source's key, or plain), so both must say the same {}", if *.source_encrypted { "LUKS2-encrypted" } else { "not encrypted" }, if *.source_encrypted { "a plain volume" } else { "encryption" }, carve_core::encryption::ENCRYPTION)]
+    EncryptionMismatch { id: String, source_encrypted: bool },
     #[error(transparent)]
     Busy(#[from] Busy),
     #[error(transparent)]
@@ -102,6 +104,7 @@ impl RpcError for CreateVolumeError {
             E::Size(e) => e.code(),
             E::Source(e) => e.code(),
             E::SmallerThanSource { .. } => Code::OutOfRange,
+            E::EncryptionMismatch { .. } => Code::InvalidArgument,
             E::Busy(e) => e.code(),
             E::NotReady(e) => e.code(),
             // Its VG or pool is absent on this node: another node may have
@@ -229,6 +232,15 @@ impl ControllerService {
                 }
             },
         };
+        if let Some(src) = &source {
+            let source_encrypted = src.lv.tag(names::TAG_ENCRYPTION).is_some();
+            if source_encrypted != want.params.encryption.is_some() {
+                return Err(CreateVolumeError::EncryptionMismatch {
+                    id: src.id.clone(),
+                    source_encrypted,
+                });
+            }
+        }
         let _busy = self.guard(&format!("volume {:?}", req.name), &lv_name)?;
         let view = self.view()?;
         let class = want.class;
@@ -303,6 +315,17 @@ impl ControllerService {
         }
         if let Some(fs) = want.fs_type {
             tags.push(names::tag(names::TAG_FS_TYPE, fs.as_str()));
+        }
+        // A restore or clone is encrypted as its source is (the header came
+        // with the data); a new volume as its class asks.
+        match (source, &want.params.encryption) {
+            (Some(src), _) => {
+                if let Some(enc) = src.lv.tag(names::TAG_ENCRYPTION) {
+                    tags.push(format!("{}={enc}", names::TAG_ENCRYPTION));
+                }
+            }
+            (None, Some(luks)) => tags.push(names::tag(names::TAG_ENCRYPTION, &luks.tag_value())),
+            (None, None) => {}
         }
         for (key, v) in [
             (names::TAG_PVC, &want.params.pvc_name),
@@ -512,6 +535,13 @@ fn conflict(
             "size {} outside the requested capacity range",
             lv.size
         ));
+    }
+    if lv.tag(names::TAG_ENCRYPTION).is_some() != want.params.encryption.is_some() {
+        return Some(if want.params.encryption.is_some() {
+            "no encryption".to_string()
+        } else {
+            "LUKS2 encryption".to_string()
+        });
     }
     source_conflict(lv, req)
 }

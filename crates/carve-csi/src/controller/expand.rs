@@ -88,6 +88,10 @@ impl ControllerService {
         if lv.tag(names::TAG_INCOMPLETE).is_some() {
             return Err(ExpandVolumeError::Unfinished(req.volume_id));
         }
+        // An encrypted volume's dm-crypt mapping is grown on the node
+        // (`cryptsetup resize`), raw block or not.
+        let node_expansion_required =
+            node_expansion_required || lv.tag(names::TAG_ENCRYPTION).is_some();
         let class = self.class_for(&lv)?;
         let cap = view
             .capacity

@@ -167,6 +167,7 @@ impl ControllerService {
             fs_type: lv
                 .tag(names::TAG_FS_TYPE)
                 .and_then(|f| names::decode_tag_value(f).parse().ok()),
+            encryption: lv.tag(names::TAG_ENCRYPTION).map(|_| "luks2".to_string()),
         };
         use csi::volume_content_source::{SnapshotSource, Type, VolumeSource};
         let content_source = lv
@@ -421,10 +422,26 @@ impl ControllerService {
             (None, None) => Fill::Idle,
         };
         let c = condition(lv, state, fill, &self.config.pool_limits);
+        let mut message = c.message;
+        if let Some(open) = Self::encrypted_open(lv) {
+            message.push_str(if open {
+                "; LUKS2-encrypted, open on this node"
+            } else {
+                "; LUKS2-encrypted, not open on this node"
+            });
+        }
         csi::VolumeCondition {
             abnormal: c.abnormal,
-            message: c.message,
+            message,
         }
+    }
+
+    /// For an encrypted volume, whether its dm-crypt mapping is open on this
+    /// node (a stat of /dev/mapper); `None` for a plain volume.
+    pub(crate) fn encrypted_open(lv: &LvInfo) -> Option<bool> {
+        lv.tag(names::TAG_ENCRYPTION).map(|_| {
+            carve_core::host::luks::is_open(&carve_core::encryption::mapper_name(&lv.vg, &lv.name))
+        })
     }
 }
 

@@ -227,7 +227,7 @@ impl ControllerService {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let tags = vec![
+        let mut tags = vec![
             self.owner_tag(),
             names::tag(names::TAG_NAME, &req.name),
             names::tag(names::TAG_CLASS, &class.name),
@@ -235,6 +235,11 @@ impl ControllerService {
             names::tag(names::TAG_SIZE, &src.size.to_string()),
             names::tag(names::TAG_CREATED, &created.to_string()),
         ];
+        // A snapshot of an encrypted volume holds its ciphertext: restores
+        // from it are encrypted the same way, with the same key.
+        if let Some(enc) = src.tag(names::TAG_ENCRYPTION) {
+            tags.push(format!("{}={enc}", names::TAG_ENCRYPTION));
+        }
         let cow = cow_reserve(class, &view.lvm, &src, &req.source_volume_id)?;
         tracing::info!(name = %req.name, source = %req.source_volume_id, snapshot = %format!("{vg}/{snap_name}"), cow_bytes = ?cow, "creating snapshot");
         match guard

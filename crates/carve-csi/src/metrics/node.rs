@@ -314,6 +314,19 @@ impl NodeCollector {
         )?;
         gauges(
             enc,
+            "carve_volume_encrypted_open",
+            "encrypted (LUKS2) volumes only: 1 when the volume's dm-crypt mapping is open on this node",
+            rows.iter().filter_map(|(id, lv, class, _)| {
+                ControllerService::encrypted_open(lv).map(|open| {
+                    (
+                        vec![("volume", id.to_string()), ("class", class.to_string())],
+                        open as i64,
+                    )
+                })
+            }),
+        )?;
+        gauges(
+            enc,
             "carve_volumes_abnormal",
             "volumes of the class whose condition is abnormal",
             abnormal.iter().map(|(k, v)| (l1("class", k), *v)),

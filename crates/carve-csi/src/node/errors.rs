@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use tonic::Code;
 
+use super::crypt::CryptError;
 use crate::capability::CapabilityError;
 use crate::controller::ExpandVolumeError;
 use crate::error::{
@@ -89,6 +90,8 @@ pub enum StageError {
     #[error(transparent)]
     Request(#[from] BadRequest),
     #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Unfinished(#[from] Unfinished),
@@ -133,6 +136,8 @@ pub enum UnstageError {
     #[error(transparent)]
     Request(#[from] BadRequest),
     #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Busy(#[from] Busy),
@@ -148,6 +153,8 @@ pub enum UnstageError {
 pub enum PublishError {
     #[error(transparent)]
     Request(#[from] BadRequest),
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
@@ -190,6 +197,8 @@ pub enum UnpublishError {
     #[error(transparent)]
     Request(#[from] BadRequest),
     #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Busy(#[from] Busy),
@@ -208,6 +217,8 @@ pub enum StatsError {
     #[error(transparent)]
     Request(#[from] BadRequest),
     #[error(transparent)]
+    Crypt(#[from] CryptError),
+    #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
     NotReady(#[from] NotReady),
@@ -223,6 +234,8 @@ pub enum StatsError {
 pub enum NodeExpandError {
     #[error(transparent)]
     Request(#[from] BadRequest),
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
     #[error(transparent)]
     Lookup(#[from] LookupError),
     #[error(transparent)]
@@ -271,6 +284,7 @@ impl RpcError for StageError {
         use StageError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::Unfinished(e) => e.code(),
             E::Busy(e) => e.code(),
@@ -293,6 +307,7 @@ impl RpcError for UnstageError {
         use UnstageError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::Busy(e) => e.code(),
             E::Table(e) => e.code(),
@@ -307,6 +322,7 @@ impl RpcError for PublishError {
         use PublishError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::Unfinished(e) => e.code(),
             E::Busy(e) => e.code(),
@@ -326,6 +342,7 @@ impl RpcError for UnpublishError {
         use UnpublishError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::Busy(e) => e.code(),
             E::Table(e) => e.code(),
@@ -341,6 +358,7 @@ impl RpcError for StatsError {
         use StatsError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::NotReady(e) => e.code(),
             E::Table(e) => e.code(),
@@ -355,6 +373,7 @@ impl RpcError for NodeExpandError {
         use NodeExpandError as E;
         match self {
             E::Request(e) => e.code(),
+            E::Crypt(e) => e.code(),
             E::Lookup(e) => e.code(),
             E::Table(e) => e.code(),
             E::NotAt(e) => e.code(),

@@ -14,6 +14,7 @@
 //! (carve_core::host::offload), so slow mounts never stall the async workers
 //! and concurrent RPCs never wait on each other for a pool thread.
 
+mod crypt;
 pub mod errors;
 mod publish;
 mod stage;

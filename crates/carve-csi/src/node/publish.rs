@@ -6,8 +6,9 @@
 
 use std::path::Path;
 
-use carve_core::host::paths::{self, Device};
+use carve_core::host::paths;
 use carve_core::host::{mountinfo, offload};
+use carve_core::names;
 
 use super::errors::{PublishError, UnpublishError};
 use super::{
@@ -38,7 +39,14 @@ impl NodeService {
         if block {
             self.ensure_active(&lv).await?;
         }
-        let dev = Device::of(&lv);
+        let dev = Self::data_device(&lv, &req.volume_id)?;
+        // An encrypted raw block volume is its mapping, which only stage opens.
+        if block && dev.number.is_none() && lv.tag(names::TAG_ENCRYPTION).is_some() {
+            return Err(PublishError::NotStaged {
+                id: req.volume_id.clone(),
+                path: staging.to_path_buf(),
+            });
+        }
         let all = mounts().await?;
         let staged = if block {
             None
@@ -120,7 +128,7 @@ impl NodeService {
         };
         if let Some(lv) = &lv {
             let _busy = self.guard(lv)?;
-            let dev = Device::of(lv);
+            let dev = Self::data_device(lv, &req.volume_id)?;
             if mounted && !self.unmount_ours(target, &dev).await? {
                 return Err(self
                     .not_at(&req.volume_id, target, "something else is mounted there")

@@ -1,7 +1,9 @@
 //! NodeStageVolume and NodeUnstageVolume: a filesystem volume is formatted
 //! (only when libblkid finds no signature at all) and mounted at the staging
-//! path; a raw block volume needs only its device. Unstage unmounts what is
-//! the volume's at the staging path, and nothing else.
+//! path; a raw block volume needs only its device. An encrypted volume's
+//! dm-crypt mapping is opened first (see `crypt`) and is the device for both.
+//! Unstage unmounts what is the volume's at the staging path, and nothing
+//! else, then closes an encrypted volume's mapping.
 
 use std::path::Path;
 
@@ -12,6 +14,7 @@ use carve_core::host::paths::Device;
 use carve_core::lvm::LvInfo;
 use carve_core::names;
 
+use super::crypt::encryption_of;
 use super::errors::{BadRequest, StageError, UnstageError};
 use super::{check_cap, mounts, prepare_mount_point, remove_if_empty, required, NodeService};
 use crate::csi::{self, volume_capability::AccessType};
@@ -55,13 +58,22 @@ impl NodeService {
         let lv = self.volume(&req.volume_id).await?;
         self.check_complete(&lv, &req.volume_id)?;
         let _busy = self.guard(&lv)?;
+        let luks = encryption_of(&lv, &req.volume_id)?;
         self.ensure_active(&lv).await?;
+        // An encrypted volume's data goes through its dm-crypt mapping,
+        // opened here (and formatted first when the LV is blank).
+        let dev = match &luks {
+            Some(l) => {
+                self.open_encrypted(&req.volume_id, &lv, l, &req.secrets)
+                    .await?
+            }
+            None => Device::of(&lv),
+        };
         let Some(AccessType::Mount(m)) = &cap.access_type else {
             // Raw block: publish bind-mounts the device node itself.
             return Ok(csi::NodeStageVolumeResponse {});
         };
         let fs_type = stage_fs(m, &req, &lv)?;
-        let dev = Device::of(&lv);
         if dev.number.is_none() {
             return Err(StageError::NoDevice {
                 device: dev.path.clone(),
@@ -200,7 +212,8 @@ impl NodeService {
             Err(e) => return Err(e.into()),
         };
         let _busy = self.guard(&lv)?;
-        let dev = Device::of(&lv);
+        let luks = encryption_of(&lv, &req.volume_id)?;
+        let dev = Self::data_device(&lv, &req.volume_id)?;
         if mounted.is_some() && !self.unmount_ours(staging, &dev).await? {
             return Err(self
                 .not_at(
@@ -209,6 +222,12 @@ impl NodeService {
                     "another filesystem is mounted there",
                 )
                 .into());
+        }
+        if luks.is_some() {
+            // Closed only once nothing of it is mounted here; a raw block
+            // publication still bound elsewhere keeps it busy (the CO
+            // unpublishes first).
+            self.close_encrypted(&req.volume_id, &lv).await?;
         }
         Ok(csi::NodeUnstageVolumeResponse {})
     }

@@ -3,8 +3,9 @@
 //! kernel shows the volume there.
 
 use carve_core::host::mountinfo;
-use carve_core::host::paths::{self, Device};
+use carve_core::host::paths;
 use carve_core::host::{fs, offload};
+use carve_core::names;
 
 use super::errors::{NodeExpandError, StatsError};
 use super::{check_cap, mounts, node_at, path_failure, required, NodeService};
@@ -22,7 +23,7 @@ impl NodeService {
         let view = self.controller.view()?;
         let path = self.volume_path(&req.volume_id, &req.volume_path).await?;
         let path = path.as_path();
-        let dev = Device::of(&lv);
+        let dev = Self::data_device(&lv, &req.volume_id)?;
         let condition = self.controller.condition(&lv, &view.lvm);
         use csi::volume_usage::Unit;
         let (p, d) = (path.to_path_buf(), dev.clone());
@@ -37,9 +38,18 @@ impl NodeService {
         // A raw block target is the LV's node; an inactive LV has no device
         // number to compare, and then its abnormal condition is what is reported.
         let usage = if block_node && (node_here || dev.number.is_none()) {
+            // An encrypted volume's mapping is its LV less the LUKS2 header.
+            let total = match dev.number {
+                Some(n) if lv.tag(names::TAG_ENCRYPTION).is_some() => {
+                    offload(move || paths::block_size(n))
+                        .await
+                        .unwrap_or(lv.size)
+                }
+                _ => lv.size,
+            };
             vec![csi::VolumeUsage {
                 available: 0,
-                total: lv.size as i64,
+                total: total as i64,
                 used: 0,
                 unit: Unit::Bytes as i32,
             }]
@@ -85,7 +95,7 @@ impl NodeService {
         let lv = self.volume(&req.volume_id).await?;
         let path = self.volume_path(&req.volume_id, &req.volume_path).await?;
         let path = path.as_path();
-        let dev = Device::of(&lv);
+        let dev = Self::data_device(&lv, &req.volume_id)?;
         let mount = mountinfo::at(&mounts().await?, path).filter(|m| dev.is_mounted_by(m));
         if mount.is_none() && !node_at(&dev, path).await {
             return Err(self
@@ -106,6 +116,11 @@ impl NodeService {
                 })
                 .await?;
             size = r.capacity_bytes as u64;
+        }
+        if lv.tag(names::TAG_ENCRYPTION).is_some() {
+            // The mapping first: the filesystem grows to the mapping's size.
+            let _busy = self.guard(&lv)?;
+            self.resize_encrypted(&req.volume_id, &lv).await?;
         }
         if let Some(mount) = mount {
             let _busy = self.guard(&lv)?;
