@@ -43,14 +43,15 @@ RUN cargo build --release --locked -p carve --bin carve -p carve-agent --bin car
 FROM ${BASE_IMAGE} AS runtime
 ARG APT_OPTIONS=
 # What carve runs: lvm2 (with thin-provisioning-tools for thin pools), mkfs and
-# grow tools for ext4, xfs and btrfs, util-linux (mount, blkid, losetup), kmod
-# (lvm loads dm-thin-pool and dm-raid on first use). libblkid is linked.
+# grow tools for ext4, xfs and btrfs, cryptsetup (LUKS2 volumes), util-linux
+# (mount, blkid, losetup), kmod (lvm loads dm-thin-pool and dm-raid on first
+# use). libblkid is linked.
 # xfsprogs drags in Python and ICU (57 MB) for xfs_scrub and xfs_scrub_all
 # alone, which carve never runs (mkfs.xfs and xfs_growfs use neither): they
 # go, with those two programs.
 RUN apt-get ${APT_OPTIONS} update \
  && apt-get ${APT_OPTIONS} install -y --no-install-recommends \
-      lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs util-linux libblkid1 kmod \
+      lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs cryptsetup-bin util-linux libblkid1 kmod \
  && dpkg --purge --force-depends $(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' \
       'python3*' 'libpython3*' 'libicu*' media-types | awk '$1 == "ii" {print $2}') \
  && rm -f /usr/sbin/xfs_scrub /usr/sbin/xfs_scrub_all \

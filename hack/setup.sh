@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs carve's build and test prerequisites on Debian 12 (run as root):
-# libblkid for signature probing, LVM and filesystem tools, a user-mode-linux
-# kernel (hack/uml/install-kernel.sh) that gives the tests real device-mapper
-# without touching the host, buildah and debootstrap (the container image is
+# libblkid for signature probing, LVM, filesystem and cryptsetup tools, a
+# user-mode-linux kernel (hack/uml/install-kernel.sh) that gives the tests
+# real device-mapper (dm-crypt too) without touching the host, buildah and debootstrap (the container image is
 # built without a Docker engine or a registry), and a Python environment with
 # grpcio (the suite drives carve from a grpc-core client too), kubectl (for
 # `kubectl kustomize`), kubernetes-validate (manifest schemas, offline),
@@ -11,7 +11,7 @@
 # the alerts' PromQL parsed).
 set -euo pipefail
 pkgs=(libblkid-dev patchelf lvm2 thin-provisioning-tools kmod util-linux
-      e2fsprogs xfsprogs btrfs-progs python3 python3-venv buildah debootstrap iproute2)
+      e2fsprogs xfsprogs btrfs-progs cryptsetup-bin python3 python3-venv buildah debootstrap iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,6 +5,7 @@
 set -u
 cd "$(dirname "$0")/../.."
 echo "smoke-guest: lvm $(command -v lvm) ($(lvm version | sed -n 's/^ *LVM version: *//p')), mkfs.ext4 $(command -v mkfs.ext4)"
+echo "smoke-guest: $(command -v cryptsetup || echo 'no cryptsetup in the image') ($(cryptsetup --version 2>&1))"
 echo "smoke-guest: the image's lvm.conf in effect: $(lvm config activation/udev_sync activation/udev_rules devices/obtain_device_list_from_udev | tr '\n' ' ')(DM_DISABLE_UDEV ${DM_DISABLE_UDEV:-unset})"
 # The agent runs from the same image: it must start (flags parse, libraries
 # resolve) on the image's root. It needs an API server to do anything more,

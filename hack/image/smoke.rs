@@ -1,8 +1,9 @@
 //! The container image's smoke test client (hack/image/smoke.sh runs it inside
 //! a user-mode-linux guest whose root filesystem is the image): against the
-//! image's carve, lvm2, mkfs and lvm.conf, for a thick and a thin class,
-//! create → stage → write → snapshot → restore → read back → delete, and
-//! nothing of carve's left in LVM afterwards. Panics on the first failure.
+//! image's carve, lvm2, mkfs, cryptsetup and lvm.conf, for a thick and a thin
+//! class and a LUKS2-encrypted thick one, create → stage → write → snapshot →
+//! restore → read back → delete, and nothing of carve's left in LVM
+//! afterwards. Panics on the first failure.
 //!   image-smoke SOCKET
 
 use std::time::{Duration, Instant};
@@ -35,8 +36,8 @@ async fn main() {
         c: ControllerClient::new(channel.clone()),
         n: NodeClient::new(channel),
     };
-    for class in ["thick", "thin"] {
-        round_trip(&mut k, class).await;
+    for (class, luks) in [("thick", false), ("thin", false), ("thick", true)] {
+        round_trip(&mut k, class, luks).await;
     }
     let left =
         k.c.list_volumes(csi::ListVolumesRequest::default())
@@ -49,11 +50,18 @@ async fn main() {
 }
 
 /// One class: a volume with a file, its snapshot, a restore that holds the
-/// file, then everything deleted.
-async fn round_trip(k: &mut Clients, class: &str) {
-    let src = create(k, &format!("smoke-{class}"), class, None).await;
+/// file, then everything deleted. `luks`: encrypted volumes, staged with a
+/// passphrase.
+async fn round_trip(k: &mut Clients, class: &str, luks: bool) {
+    let class_name = class;
+    let class = &if luks {
+        format!("{class}-luks")
+    } else {
+        class.to_string()
+    };
+    let src = create(k, &format!("smoke-{class}"), class_name, luks, None).await;
     let p = Paths::new(&format!("{class}-src"));
-    attach(k, &src, &p).await;
+    attach(k, &src, &p, luks).await;
     let data: Vec<u8> = (0..3 * MI).map(|i| (i % 253) as u8).collect();
     std::fs::write(p.target.join("data.bin"), &data).expect("write");
     detach(k, &src, &p).await;
@@ -75,12 +83,13 @@ async fn round_trip(k: &mut Clients, class: &str) {
     let restored = create(
         k,
         &format!("smoke-restore-{class}"),
-        class,
+        class_name,
+        luks,
         Some(snap.snapshot_id.clone()),
     )
     .await;
     let rp = Paths::new(&format!("{class}-restore"));
-    attach(k, &restored, &rp).await;
+    attach(k, &restored, &rp, luks).await;
     let back = std::fs::read(rp.target.join("data.bin")).expect("read restored file");
     assert!(back == data, "{class}: the restored volume's file differs");
     println!("smoke: {class}: restore {restored} holds the snapshot's data");
@@ -101,9 +110,28 @@ async fn round_trip(k: &mut Clients, class: &str) {
     }
 }
 
-/// CreateVolume of 64 MiB, ext4, retried while a thick restore's copy runs
-/// (Aborted), as external-provisioner does.
-async fn create(k: &mut Clients, name: &str, class: &str, snapshot: Option<String>) -> String {
+/// CreateVolume of 64 MiB, ext4 (LUKS2-encrypted when `luks`), retried
+/// while a thick restore's copy runs (Aborted), as external-provisioner does.
+async fn create(
+    k: &mut Clients,
+    name: &str,
+    class: &str,
+    luks: bool,
+    snapshot: Option<String>,
+) -> String {
+    let mut parameters: std::collections::HashMap<String, String> =
+        [("carve.dev/device-class".to_string(), class.to_string())].into();
+    if luks {
+        // pbkdf2 with forced iterations: a format and an open in well
+        // under a second in the guest.
+        for (k, v) in [
+            ("carve.dev/encryption", "luks2"),
+            ("carve.dev/luks-pbkdf", "pbkdf2"),
+            ("carve.dev/luks-pbkdf-force-iterations", "1000"),
+        ] {
+            parameters.insert(k.into(), v.into());
+        }
+    }
     let req = csi::CreateVolumeRequest {
         name: name.into(),
         capacity_range: Some(csi::CapacityRange {
@@ -111,7 +139,7 @@ async fn create(k: &mut Clients, name: &str, class: &str, snapshot: Option<Strin
             limit_bytes: 0,
         }),
         volume_capabilities: vec![mount_capability("ext4", &[])],
-        parameters: [("carve.dev/device-class".to_string(), class.to_string())].into(),
+        parameters,
         volume_content_source: snapshot.map(|id| csi::VolumeContentSource {
             r#type: Some(csi::volume_content_source::Type::Snapshot(
                 csi::volume_content_source::SnapshotSource { snapshot_id: id },
@@ -150,12 +178,22 @@ fn s(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
-async fn attach(k: &mut Clients, id: &str, p: &Paths) {
+async fn attach(k: &mut Clients, id: &str, p: &Paths, luks: bool) {
     let cap = mount_capability("ext4", &[]);
+    let secrets = if luks {
+        [(
+            "passphrase".to_string(),
+            "smoke test passphrase".to_string(),
+        )]
+        .into()
+    } else {
+        Default::default()
+    };
     k.n.node_stage_volume(csi::NodeStageVolumeRequest {
         volume_id: id.into(),
         staging_target_path: s(&p.stage),
         volume_capability: Some(cap.clone()),
+        secrets,
         ..Default::default()
     })
     .await
