@@ -80,6 +80,25 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// `run` with `input` on the program's stdin (a passphrase, as carve gives it).
+fn run_fed(program: &str, args: &[&str], input: &[u8]) {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn pct(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -243,16 +262,22 @@ async fn main() {
         cap_calls: a[4].parse().unwrap(),
         config: a[5].clone().into(),
     };
-    // BENCH_PARTS=p2 runs P2 alone (a quick loop while working on it).
+    // BENCH_PARTS=p2 runs P2 alone, BENCH_PARTS=luks the encrypted stage
+    // alone (quick loops while working on them).
     if a.get(6).is_some_and(|p| p == "p2") {
         parallel::p2(&mut b, "thick").await;
         parallel::p2(&mut b, "thin").await;
+        return;
+    }
+    if a.get(6).is_some_and(|p| p == "luks") {
+        node_stage_encrypted(&mut b).await;
         return;
     }
     create_and_delete(&mut b).await;
     parallel::p2(&mut b, "thick").await;
     parallel::p2(&mut b, "thin").await;
     node_stage(&mut b).await;
+    node_stage_encrypted(&mut b).await;
     thin_snapshots(&mut b).await;
     provisioner_style_restore(&mut b).await;
     capacity(&mut b, std::path::Path::new(&a[5])).await;
@@ -531,6 +556,133 @@ async fn node_stage(b: &mut Bench) {
     }
     let (bs, cs) = (pct(&mut bare_s, 0.5), pct(&mut carve_s, 0.5));
     println!("NodeStage     p50 {:8.1} ms   bare mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.10; {stage_rounds} rounds, 256 MiB ext4)", ms(cs), ms(bs), cs.as_secs_f64() / bs.as_secs_f64());
+}
+
+/// NodeStage of a LUKS2 volume vs a bare `cryptsetup luksFormat` + `open` +
+/// mkfs + mount of the same LV with the same settings, and vs NodeStage of
+/// a plain volume of the same size, interleaved round by round. The PBKDF is
+/// pbkdf2 with forced iterations in all three, so the ratio measures what
+/// carve adds, not the key derivation (which a StorageClass chooses).
+async fn node_stage_encrypted(b: &mut Bench) {
+    const KEY: &[u8] = b"bench passphrase";
+    let mut node = carve_csi::csi::node_client::NodeClient::new(b.channel().await);
+    let (mut bare_s, mut enc_s, mut plain_s) = (vec![], vec![], vec![]);
+    let rounds = b.rounds.min(10);
+    let luks_params = HashMap::from([
+        ("carve.dev/encryption".to_string(), "luks2".to_string()),
+        ("carve.dev/luks-pbkdf".to_string(), "pbkdf2".to_string()),
+        (
+            "carve.dev/luks-pbkdf-force-iterations".to_string(),
+            "1000".to_string(),
+        ),
+    ]);
+    let secrets = HashMap::from([(
+        "passphrase".to_string(),
+        String::from_utf8(KEY.to_vec()).unwrap(),
+    )]);
+    for i in 0..rounds {
+        let v = b
+            .create(&format!("luks-stage-{i}"), 256 << 20, luks_params.clone())
+            .await;
+        let p = b
+            .create(&format!("plain-stage-{i}"), 256 << 20, HashMap::new())
+            .await;
+        let dev = format!("/dev/{}", lvm_path(&v.volume_id));
+        let dir = format!("/tmp/bench/luks-stage-{i}");
+        let plain_dir = format!("/tmp/bench/plain-stage-{i}");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mapper = format!("bench-luks-{i}");
+        let mapped = format!("/dev/mapper/{mapper}");
+        let t = Instant::now();
+        run_fed(
+            "cryptsetup",
+            &[
+                "luksFormat",
+                "--batch-mode",
+                "--type",
+                "luks2",
+                "--cipher",
+                "aes-xts-plain64",
+                "--key-size",
+                "512",
+                "--pbkdf",
+                "pbkdf2",
+                "--pbkdf-force-iterations",
+                "1000",
+                "--key-file",
+                "-",
+                &dev,
+            ],
+            KEY,
+        );
+        run_fed(
+            "cryptsetup",
+            &[
+                "open",
+                "--type",
+                "luks2",
+                "--disable-keyring",
+                "--key-file",
+                "-",
+                &dev,
+                &mapper,
+            ],
+            KEY,
+        );
+        run(
+            "mkfs.ext4",
+            &[
+                "-q",
+                "-F",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+                &mapped,
+            ],
+        );
+        run("mount", &["-t", "ext4", "-o", "defaults", &mapped, &dir]);
+        bare_s.push(t.elapsed());
+        run("umount", &[&dir]);
+        run("cryptsetup", &["close", &mapper]);
+        run("wipefs", &["-q", "-a", &dev]);
+        let t = Instant::now();
+        node.node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            staging_target_path: dir.clone(),
+            volume_capability: Some(b.cap.clone()),
+            secrets: secrets.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        enc_s.push(t.elapsed());
+        let t = Instant::now();
+        node.node_stage_volume(csi::NodeStageVolumeRequest {
+            volume_id: p.volume_id.clone(),
+            staging_target_path: plain_dir.clone(),
+            volume_capability: Some(b.cap.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        plain_s.push(t.elapsed());
+        for (id, d) in [(&v.volume_id, dir), (&p.volume_id, plain_dir)] {
+            node.node_unstage_volume(csi::NodeUnstageVolumeRequest {
+                volume_id: id.clone(),
+                staging_target_path: d,
+            })
+            .await
+            .unwrap();
+        }
+        b.delete(v.volume_id).await;
+        b.delete(p.volume_id).await;
+    }
+    let (bs, es, ps) = (
+        pct(&mut bare_s, 0.5),
+        pct(&mut enc_s, 0.5),
+        pct(&mut plain_s, 0.5),
+    );
+    println!("NodeStage LUKS2 p50 {:8.1} ms   bare luksFormat+open+mkfs.ext4+mount p50 {:8.1} ms   ratio {:.3}  (target <= 1.05; {rounds} rounds, 256 MiB ext4, pbkdf2 1000 iterations)", ms(es), ms(bs), es.as_secs_f64() / bs.as_secs_f64());
+    println!("NodeStage LUKS2 p50 {:8.1} ms   plain NodeStage p50 {:8.1} ms   ratio {:.3}  (what encryption costs a stage)", ms(es), ms(ps), es.as_secs_f64() / ps.as_secs_f64());
 }
 
 /// Thin CreateSnapshot vs bare `lvcreate -s` of the same origin, interleaved.
