@@ -297,6 +297,27 @@ mod tests {
     }
 
     #[test]
+    fn an_encrypted_storage_class_checks_like_carve_reads_it() {
+        let sc = m(&[
+            (DEVICE_CLASS, "thin"),
+            (encryption::ENCRYPTION, "luks2"),
+            (encryption::PBKDF, "argon2i"),
+            (
+                "csi.storage.k8s.io/node-stage-secret-name",
+                "${pvc.name}-luks",
+            ),
+            (
+                "csi.storage.k8s.io/node-stage-secret-namespace",
+                "${pvc.namespace}",
+            ),
+        ]);
+        let p = check_storage_class(&sc).unwrap();
+        assert_eq!(p.encryption.unwrap().pbkdf, encryption::Pbkdf::Argon2i);
+        let e = check_storage_class(&m(&[(encryption::KEY_SIZE, "256")])).unwrap_err();
+        assert_eq!(e.key, encryption::KEY_SIZE, "an option without luks2");
+    }
+
+    #[test]
     fn volume_context_round_trips_and_ignores_foreign_keys() {
         let ctx = VolumeContext {
             device_class: Some("thin".into()),

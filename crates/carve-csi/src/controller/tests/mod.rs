@@ -86,4 +86,5 @@ async fn create_code(c: &ControllerService, req: csi::CreateVolumeRequest) -> Co
 const MI: i64 = 1 << 20;
 
 mod create;
+mod encryption;
 mod read;
