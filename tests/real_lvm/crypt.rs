@@ -137,7 +137,10 @@ async fn write_file(p: &Path, name: &str, data: &[u8]) {
 
 #[tokio::test]
 async fn encrypted_volume_formats_once_reopens_and_keeps_the_key_out_of_sight() {
-    let (carve, mut c, mut n) = Carve::with_clients().await;
+    const PORT: u16 = 19710;
+    let carve = Carve::start_with(&testbed_config(), Opts::metrics(PORT)).await;
+    let mut c = carve.controller().await;
+    let mut n = NodeClient::new(carve.channel().await);
     let (stop, watcher) = watch_processes(KEY);
     let vol = create_ok(&mut c, enc_req("enc-basic", "thick", 64 * MI)).await;
     let id = vol.volume_id;
@@ -181,10 +184,20 @@ async fn encrypted_volume_formats_once_reopens_and_keeps_the_key_out_of_sight() 
         "{}",
         cond.message
     );
+    let open_metric = |keep_as: &str| {
+        let text = super::metrics::scrape(PORT, keep_as);
+        super::metrics::value(
+            &text,
+            "carve_volume_encrypted_open",
+            &[("volume", &id), ("class", "thick")],
+        )
+    };
+    assert_eq!(open_metric("encrypted-open"), Some(1.0));
     detach(&mut n, &id, &p).await;
     assert!(!is_open(&id), "unstage closes the mapping");
     let cond = condition(&mut c, &id).await;
     assert!(cond.message.contains("not open"), "{}", cond.message);
+    assert_eq!(open_metric("encrypted-closed"), Some(0.0));
     // At rest the LV holds ciphertext only.
     let raw = format!("/dev/{}", lvm_path(&id));
     assert!(!device_contains(&raw, 64 << 20, b"carve-plaintext-marker"));

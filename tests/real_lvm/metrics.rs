@@ -27,7 +27,7 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 }
 
 /// The body of `GET /metrics` on 127.0.0.1:`port`, kept for hack/test.sh.
-fn scrape(port: u16, keep_as: &str) -> String {
+pub(super) fn scrape(port: u16, keep_as: &str) -> String {
     let (head, body) = http_get(port, "/metrics");
     assert!(
         head.to_ascii_lowercase()
@@ -71,7 +71,7 @@ fn samples(text: &str, name: &str) -> Vec<(HashMap<String, String>, f64)> {
 }
 
 /// The value of `name` with (at least) `labels`, if exported.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(super) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples(text, name)
         .into_iter()
         .find(|(l, _)| {
