@@ -67,5 +67,9 @@ COPY --from=build /out/carve-agent /usr/local/bin/carve-agent
 FROM scratch
 COPY --from=runtime / /
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+# No udev in the container: libdevmapper (under cryptsetup, for LUKS2
+# volumes) makes /dev/mapper nodes itself instead of waiting for udev, as
+# lvm.conf has LVM do.
+ENV DM_DISABLE_UDEV=1
 ENTRYPOINT ["/usr/local/bin/carve"]
 CMD ["--help"]
