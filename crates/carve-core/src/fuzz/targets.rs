@@ -181,6 +181,7 @@ fn param_key() -> impl Strategy<Value = String> {
         Just("csi.storage.k8s.io/pvc/namespace".to_string()),
         Just("csi.storage.k8s.io/pv/name".to_string()),
         Just("csi.storage.k8s.io/provisioner-secret-name".to_string()),
+        proptest::sample::select(crate::encryption::KEYS.to_vec()).prop_map(String::from),
         "[a-z./-]{0,30}",
         ".{0,20}",
     ]
