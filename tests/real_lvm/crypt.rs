@@ -560,3 +560,79 @@ async fn crash_trials_encrypted_stage() {
         }
     }
 }
+
+/// A stage that fails after it opened the mapping closes it again: kubelet
+/// takes most failures as final and never unstages, and an open mapping
+/// would keep the LV from being deleted.
+#[tokio::test]
+async fn a_failed_stage_closes_the_mapping_it_opened() {
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
+    let id = create_ok(&mut c, enc_req("enc-failed-stage", "thick", 64 * MI))
+        .await
+        .volume_id;
+    let p = paths("enc-failed-stage");
+    stage_with(&mut n, &id, &p, &mount_cap(), Some(KEY))
+        .await
+        .unwrap();
+    unstage(&mut n, &id, &p).await;
+    // Another filesystem asked of an ext4 volume: refused after the open.
+    let xfs = super::node::mount_cap_fs("xfs", &[]);
+    let e = stage_with(&mut n, &id, &p, &xfs, Some(KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("holds a ext4 filesystem"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        !is_open(&id),
+        "the mapping the failed stage opened is closed"
+    );
+    delete(&mut c, id).await;
+}
+
+/// Settings cryptsetup refuses (here a cipher the kernel does not have; a
+/// key size XTS lacks is refused at CreateVolume already) are
+/// FailedPrecondition naming them, with nothing written or opened.
+#[tokio::test]
+async fn refused_luks_settings_are_named() {
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
+    let mut req = enc_req("enc-bad-cipher", "thin", 64 * MI);
+    req.parameters
+        .insert("carve.dev/luks-cipher".into(), "nosuch-xts-plain64".into());
+    let id = create_ok(&mut c, req).await.volume_id;
+    let p = paths("enc-bad-cipher");
+    let e = stage_with(&mut n, &id, &p, &mount_cap(), Some(KEY))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("cipher nosuch-xts-plain64"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(lv_signature(&id), "");
+    assert!(!is_open(&id));
+    delete(&mut c, id).await;
+}
+
+/// An open mapping whose /dev/mapper node went missing (a /dev without
+/// udev's work) is found by name and its node remade; unstage closes it.
+#[tokio::test]
+async fn a_missing_mapper_node_is_remade() {
+    let (_carve, mut c, mut n) = Carve::with_clients().await;
+    let mut req = enc_req("enc-no-node", "thick", 64 * MI);
+    req.volume_capabilities = vec![block_cap()];
+    let id = create_ok(&mut c, req).await.volume_id;
+    let (cap, p) = (block_cap(), paths("enc-no-node"));
+    stage_with(&mut n, &id, &p, &cap, Some(KEY)).await.unwrap();
+    std::fs::remove_file(mapper(&id)).unwrap();
+    stage_with(&mut n, &id, &p, &cap, Some(KEY)).await.unwrap();
+    assert!(is_open(&id), "the node is back");
+    publish(&mut n, &id, &p, &cap, false).await.unwrap();
+    detach(&mut n, &id, &p).await;
+    assert!(!is_open(&id));
+    delete(&mut c, id).await;
+}

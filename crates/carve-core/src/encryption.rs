@@ -178,6 +178,18 @@ impl Luks {
             }
             luks.key_size = n;
         }
+        // XTS splits its key in two AES keys: only 256 and 512 bits exist.
+        // Caught here, a claim fails at provisioning (and carve-agent flags
+        // the StorageClass), not at its first stage.
+        if luks.cipher.contains("-xts-") && ![256, 512].contains(&luks.key_size) {
+            return Err(bad(
+                KEY_SIZE,
+                format!(
+                    "{} bits: an XTS cipher ({}) takes 256 or 512",
+                    luks.key_size, luks.cipher
+                ),
+            ));
+        }
         if let Some(p) = map.get(PBKDF) {
             luks.pbkdf = Pbkdf::parse(p).ok_or_else(|| {
                 bad(
@@ -358,6 +370,7 @@ mod tests {
         assert!(!args.iter().any(|a| a == "--pbkdf-memory"));
         assert_eq!(&args[args.len() - 3..], ["--key-file", "-", "/dev/vg/lv"]);
         for (k, v) in [
+            (KEY_SIZE, "1024"),
             (KEY_SIZE, "250"),
             (KEY_SIZE, "x"),
             (PBKDF, "scrypt"),

@@ -12,7 +12,6 @@
 //! Root on the node can read the key either way; the threat model is a disk
 //! taken away, not root on a running node.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::encryption::Luks;
@@ -56,6 +55,10 @@ pub enum LuksError {
     WrongKey { device: String },
     #[error("{device} holds no valid LUKS2 header")]
     NotLuks { device: String },
+    /// cryptsetup's exit 1 at luksFormat: "wrong parameters" (a cipher or
+    /// key size the kernel does not offer, a PBKDF cost out of range).
+    #[error("cryptsetup luksFormat refused the volume's LUKS2 settings ({settings}): {detail}")]
+    Settings { settings: String, detail: String },
     #[error("the dm-crypt mapping {name} is in use (mounted or held open)")]
     Busy { name: String },
     #[error(transparent)]
@@ -77,14 +80,20 @@ pub async fn format(
     key: &Passphrase,
     timeout: Duration,
 ) -> Result<(), LuksError> {
-    run_fed(
-        CRYPTSETUP,
-        &luks.format_args(device),
-        timeout,
-        Some(key.bytes()),
-    )
-    .await?;
-    Ok(())
+    let args = luks.format_args(device);
+    match run_fed(CRYPTSETUP, &args, timeout, Some(key.bytes())).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == Some(1) => Err(LuksError::Settings {
+            settings: format!(
+                "cipher {}, key size {} bits, pbkdf {}: the StorageClass's carve.dev/luks-* parameters",
+                luks.cipher,
+                luks.key_size,
+                luks.pbkdf.as_str()
+            ),
+            detail: e.detail,
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens the LUKS2 header on `device` as /dev/mapper/`name`.
@@ -150,20 +159,18 @@ pub fn is_open(name: &str) -> bool {
     std::fs::metadata(mapper_path(name)).is_ok_and(|m| m.file_type().is_block_device())
 }
 
-/// When /dev/mapper/`name` is open: the device numbers it sits on (sysfs
-/// `slaves`), so a caller can tell that the mapping is on its volume's LV
-/// before using it. `None` when no such mapping is open.
+/// When a device-mapper device named `name` exists: the device numbers it
+/// sits on (sysfs `slaves`), so a caller can tell that the mapping is on its
+/// volume's LV before using it. Found by name in sysfs, not through
+/// /dev/mapper, so a mapping whose node is missing is still found (and its
+/// node remade, [`make_node`]). `None` when no such mapping exists.
 pub fn backing(name: &str) -> Option<Vec<(u32, u32)>> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let md = std::fs::metadata(mapper_path(name)).ok()?;
-    if !md.file_type().is_block_device() {
-        return None;
-    }
-    let (major, minor) = crate::host::paths::split_dev(md.rdev());
-    let slaves = Path::new("/sys/dev/block")
-        .join(format!("{major}:{minor}"))
-        .join("slaves");
-    let entries = std::fs::read_dir(slaves).ok()?;
+    let dm = std::fs::read_dir("/sys/block").ok()?.flatten().find(|e| {
+        e.file_name().to_string_lossy().starts_with("dm-")
+            && std::fs::read_to_string(e.path().join("dm/name"))
+                .is_ok_and(|n| n.trim_end_matches('\n') == name)
+    })?;
+    let entries = std::fs::read_dir(dm.path().join("slaves")).ok()?;
     Some(
         entries
             .filter_map(|e| {
@@ -173,6 +180,14 @@ pub fn backing(name: &str) -> Option<Vec<(u32, u32)>> {
             })
             .collect(),
     )
+}
+
+/// Makes /dev/mapper/`name` for an existing mapping whose node is missing
+/// (a /dev without udev's work, or cleaned): `dmsetup mknodes`.
+pub async fn make_node(name: &str, timeout: Duration) -> Result<(), LuksError> {
+    let args = vec!["mknodes".to_string(), name.to_string()];
+    run_fed("dmsetup", &args, timeout, None).await?;
+    Ok(())
 }
 
 #[cfg(test)]

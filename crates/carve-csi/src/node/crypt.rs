@@ -54,7 +54,9 @@ impl RpcError for CryptError {
             CryptError::NoSecret { .. } => Code::InvalidArgument,
             CryptError::Luks { source, .. } => match source {
                 LuksError::WrongKey { .. } => Code::PermissionDenied,
-                LuksError::NotLuks { .. } | LuksError::Busy { .. } => Code::FailedPrecondition,
+                LuksError::NotLuks { .. } | LuksError::Busy { .. } | LuksError::Settings { .. } => {
+                    Code::FailedPrecondition
+                }
                 LuksError::Failed(_) => Code::Internal,
             },
             CryptError::Tag { .. }
@@ -103,21 +105,32 @@ impl NodeService {
     }
 
     /// Opens an encrypted volume's mapping, first writing its LUKS2 header
-    /// when the LV holds no signature at all; returns the mapping. A mapping
-    /// already open on this LV is used as it is.
+    /// when the LV holds no signature at all; returns the mapping and
+    /// whether this call opened it. A mapping already open on this LV is
+    /// used as it is.
     pub(super) async fn open_encrypted(
         &self,
         id: &str,
         lv: &LvInfo,
         luks: &Luks,
         secrets: &HashMap<String, String>,
-    ) -> Result<Device, CryptError> {
+    ) -> Result<(Device, bool), CryptError> {
         let name = mapper_name(lv);
         let lv_dev = Device::of(lv);
         let n = name.clone();
         if let Some(under) = offload(move || luks::backing(&n)).await {
             if lv_dev.number.is_some_and(|d| under.contains(&d)) {
-                return Ok(Device::mapper(&name));
+                let n = name.clone();
+                if !offload(move || luks::is_open(&n)).await {
+                    tracing::info!(volume_id = id, mapping = %name, "remaking the missing /dev/mapper node of an open LUKS2 mapping");
+                    luks::make_node(&name, self.timeout)
+                        .await
+                        .map_err(|source| CryptError::Luks {
+                            id: id.to_string(),
+                            source,
+                        })?;
+                }
+                return Ok((Device::mapper(&name), false));
             }
             return Err(CryptError::Foreign {
                 name,
@@ -154,7 +167,7 @@ impl NodeService {
             .await
             .map_err(err)?;
         carve_core::crash::point("stage-after-luks-open");
-        Ok(Device::mapper(&name))
+        Ok((Device::mapper(&name), true))
     }
 
     /// Closes an encrypted volume's mapping when it is open on this LV.

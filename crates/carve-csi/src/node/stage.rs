@@ -59,31 +59,56 @@ impl NodeService {
         self.check_complete(&lv, &req.volume_id)?;
         let _busy = self.guard(&lv)?;
         let luks = encryption_of(&lv, &req.volume_id)?;
+        // Checked before anything is opened or written.
+        let mount = match &cap.access_type {
+            Some(AccessType::Mount(m)) => Some((m, stage_fs(m, &req, &lv)?)),
+            _ => None,
+        };
         self.ensure_active(&lv).await?;
         // An encrypted volume's data goes through its dm-crypt mapping,
         // opened here (and formatted first when the LV is blank).
-        let dev = match &luks {
+        let (dev, opened) = match &luks {
             Some(l) => {
                 self.open_encrypted(&req.volume_id, &lv, l, &req.secrets)
                     .await?
             }
-            None => Device::of(&lv),
+            None => (Device::of(&lv), false),
         };
-        let Some(AccessType::Mount(m)) = &cap.access_type else {
+        let Some((m, fs_type)) = mount else {
             // Raw block: publish bind-mounts the device node itself.
             return Ok(csi::NodeStageVolumeResponse {});
         };
-        let fs_type = stage_fs(m, &req, &lv)?;
+        let result = self
+            .stage_filesystem(&req.volume_id, &lv, &dev, staging.as_path(), m, fs_type)
+            .await;
+        if result.is_err() && opened {
+            // kubelet takes most failures as final and then never unstages:
+            // a mapping this call opened goes again (the retry reopens it).
+            let _ = self.close_encrypted(&req.volume_id, &lv).await;
+        }
+        result.map(|()| csi::NodeStageVolumeResponse {})
+    }
+
+    /// Formats (only a blank device) and mounts the volume's filesystem at
+    /// the staging path; a restored or cloned one is grown to its device.
+    async fn stage_filesystem(
+        &self,
+        volume_id: &str,
+        lv: &LvInfo,
+        dev: &Device,
+        staging: &Path,
+        m: &csi::volume_capability::MountVolume,
+        fs_type: FsType,
+    ) -> StageResult<()> {
         if dev.number.is_none() {
             return Err(StageError::NoDevice {
                 device: dev.path.clone(),
-                id: req.volume_id,
+                id: volume_id.to_string(),
             });
         }
-        let staging = staging.as_path();
         if let Some(existing) = mountinfo::at(&mounts().await?, staging) {
             if dev.is_mounted_by(&existing) && existing.fs_type == fs_type.as_str() {
-                return Ok(csi::NodeStageVolumeResponse {});
+                return Ok(());
             }
             return Err(StageError::StagedElse {
                 path: staging.to_path_buf(),
@@ -91,18 +116,16 @@ impl NodeService {
                     "{} {} from {}:{}",
                     existing.fs_type, existing.source, existing.major, existing.minor
                 ),
-                id: req.volume_id,
+                id: volume_id.to_string(),
                 fs: fs_type.to_string(),
             });
         }
         let created: bool = prepare_mount_point::<StageError>(staging, true).await?;
         let mut result = self
-            .format_and_mount(&req.volume_id, &dev, staging, fs_type, m)
+            .format_and_mount(volume_id, dev, staging, fs_type, m)
             .await;
         if result.is_ok() && lv.tag(names::TAG_SOURCE).is_some() {
-            result = self
-                .grow_to_device(&req.volume_id, &dev, staging, fs_type)
-                .await;
+            result = self.grow_to_device(volume_id, dev, staging, fs_type).await;
             if result.is_err() {
                 // Unstaged again, so the retry does the whole stage (an
                 // existing mount would be taken as staged already).
@@ -113,7 +136,7 @@ impl NodeService {
         if result.is_err() && created {
             let _ = remove_if_empty(staging).await;
         }
-        result.map(|()| csi::NodeStageVolumeResponse {})
+        result
     }
 
     async fn format_and_mount(
