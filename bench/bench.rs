@@ -507,6 +507,22 @@ async fn create_and_delete(b: &mut Bench) {
     );
 }
 
+/// What NodeStage of an ext4 volume does, by hand: the same mkfs flags
+/// carve uses, then a mount.
+fn bare_mkfs_and_mount(dev: &str, dir: &str) {
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
+            dev,
+        ],
+    );
+    run("mount", &["-t", "ext4", "-o", "defaults", dev, dir]);
+}
+
 /// NodeStage vs a bare mkfs + mount of the same LV: each round formats and
 /// mounts the LV by hand, unmounts and wipes it, then lets carve stage it
 /// (blkid probe, the same mkfs, mount, mount-table check).
@@ -522,17 +538,7 @@ async fn node_stage(b: &mut Bench) {
         let dir = format!("/tmp/bench/stage-{i}");
         std::fs::create_dir_all(&dir).unwrap();
         let t = Instant::now();
-        run(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                &dev,
-            ],
-        );
-        run("mount", &["-t", "ext4", "-o", "defaults", &dev, &dir]);
+        bare_mkfs_and_mount(&dev, &dir);
         bare_s.push(t.elapsed());
         run("umount", &[&dir]);
         run("wipefs", &["-q", "-a", &dev]);
@@ -629,17 +635,7 @@ async fn node_stage_encrypted(b: &mut Bench) {
             ],
             KEY,
         );
-        run(
-            "mkfs.ext4",
-            &[
-                "-q",
-                "-F",
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1,nodiscard",
-                &mapped,
-            ],
-        );
-        run("mount", &["-t", "ext4", "-o", "defaults", &mapped, &dir]);
+        bare_mkfs_and_mount(&mapped, &dir);
         bare_s.push(t.elapsed());
         run("umount", &[&dir]);
         run("cryptsetup", &["close", &mapper]);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use carve_csi::csi::node_client::NodeClient;
 
 use super::crash::content;
-use super::node::{detach, df, paths, publish, s, unpublish, unstage, Paths};
+use super::node::{detach, df, node_expand, paths, publish, s, unpublish, unstage, Paths};
 use super::*;
 
 pub(super) const KEY: &str = "correct horse battery staple 42";
@@ -329,18 +329,7 @@ async fn encrypted_raw_block_volume() {
         ctl.node_expansion_required,
         "an encrypted block volume grows on the node too"
     );
-    n.node_expand_volume(csi::NodeExpandVolumeRequest {
-        volume_id: id.clone(),
-        volume_path: target.clone(),
-        capacity_range: Some(csi::CapacityRange {
-            required_bytes: 128 * MI,
-            limit_bytes: 0,
-        }),
-        volume_capability: Some(cap.clone()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    node_expand(&mut n, &id, &p, &cap, 128 * MI).await;
     let grown = super::node::volume_stats(&mut n, &id, &p).await.usage[0].total;
     assert_eq!(grown, total + 64 * MI, "the mapping grew with its LV");
     detach(&mut n, &id, &p).await;
@@ -367,22 +356,7 @@ async fn online_expand_encrypted(fs: &str, class: &str) {
     let (before, _, _) = df(&p.target);
     let ctl = expand_to(&mut c, &id, GI, Some(cap.clone())).await;
     assert!(ctl.node_expansion_required);
-    let r = n
-        .node_expand_volume(csi::NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            capacity_range: Some(csi::CapacityRange {
-                required_bytes: GI,
-                limit_bytes: 0,
-            }),
-            staging_target_path: s(&p.stage),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.capacity_bytes, GI);
+    assert_eq!(node_expand(&mut n, &id, &p, &cap, GI).await, GI);
     let (after, _, _) = df(&p.target);
     assert!(
         after > before * 19 / 10 && after > GI * 8 / 10,

@@ -123,6 +123,32 @@ pub(super) async fn volume_stats(
     .into_inner()
 }
 
+/// NodeExpandVolume of the volume published at `p` to `bytes`, as kubelet
+/// sends it; must succeed; returns the capacity it reports.
+pub(super) async fn node_expand(
+    n: &mut NodeClient<Channel>,
+    id: &str,
+    p: &Paths,
+    cap: &csi::VolumeCapability,
+    bytes: i64,
+) -> i64 {
+    n.node_expand_volume(csi::NodeExpandVolumeRequest {
+        volume_id: id.into(),
+        volume_path: s(&p.target),
+        capacity_range: Some(csi::CapacityRange {
+            required_bytes: bytes,
+            limit_bytes: 0,
+        }),
+        staging_target_path: s(&p.stage),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("NodeExpandVolume {id}: {e:?}"))
+    .into_inner()
+    .capacity_bytes
+}
+
 pub(super) fn df(p: &Path) -> (i64, i64, i64) {
     let out = Command::new("df")
         .args(["-B1", "--output=size,used,avail"])
@@ -283,19 +309,7 @@ async fn online_expand(fs: &str) {
     };
     let ctl = expand_to(&mut c, &id, GI, Some(cap.clone())).await;
     assert!(ctl.node_expansion_required);
-    let r = n
-        .node_expand_volume(csi::NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: s(&p.target),
-            capacity_range: Some(range),
-            staging_target_path: s(&p.stage),
-            volume_capability: Some(cap.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.capacity_bytes, GI);
+    assert_eq!(node_expand(&mut n, &id, &p, &cap, GI).await, GI);
     let (after, _, _) = df(&p.target);
     assert!(
         after > before * 2 && after > GI * 8 / 10,

@@ -20,6 +20,22 @@ fn tag_of(c: &ControllerService, lv: &str) -> Option<String> {
     lv.tag(names::TAG_ENCRYPTION).map(names::decode_tag_value)
 }
 
+async fn snapshot(c: &ControllerService, name: &str, source: &str) -> csi::Snapshot {
+    Controller::create_snapshot(
+        c,
+        Request::new(csi::CreateSnapshotRequest {
+            name: name.into(),
+            source_volume_id: source.into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap()
+    .into_inner()
+    .snapshot
+    .unwrap()
+}
+
 fn from_snapshot(
     name: &str,
     snapshot_id: &str,
@@ -66,19 +82,7 @@ async fn the_choice_is_recorded_and_inherited_by_snapshots_and_restores() {
         create_code(&c, create_req("secret-db", 8 * MI, 0)).await,
         Code::AlreadyExists
     );
-    let snap = Controller::create_snapshot(
-        &*c,
-        Request::new(csi::CreateSnapshotRequest {
-            name: "secret-snap".into(),
-            source_volume_id: vol.volume_id.clone(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .snapshot
-    .unwrap();
+    let snap = snapshot(&c, "secret-snap", &vol.volume_id).await;
     assert_eq!(
         tag_of(&c, &names::snapshot_lv_name("secret-snap")),
         tag_of(&c, &lv),
@@ -119,19 +123,7 @@ async fn a_plain_snapshot_cannot_become_an_encrypted_volume() {
         .volume
         .unwrap();
     assert!(!vol.volume_context.contains_key("carve.dev/encryption"));
-    let snap = Controller::create_snapshot(
-        &*c,
-        Request::new(csi::CreateSnapshotRequest {
-            name: "plain-snap".into(),
-            source_volume_id: vol.volume_id,
-            ..Default::default()
-        }),
-    )
-    .await
-    .unwrap()
-    .into_inner()
-    .snapshot
-    .unwrap();
+    let snap = snapshot(&c, "plain-snap", &vol.volume_id).await;
     runner.clear();
     let e = c
         .create_volume(Request::new(from_snapshot(
