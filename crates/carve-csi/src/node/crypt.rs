@@ -84,6 +84,14 @@ pub(super) fn mapper_name(lv: &LvInfo) -> String {
     encryption::mapper_name(&lv.vg, &lv.name)
 }
 
+/// Maps a cryptsetup failure to the volume it happened on.
+fn luks_failure(id: &str) -> impl Fn(LuksError) -> CryptError + '_ {
+    move |source| CryptError::Luks {
+        id: id.to_string(),
+        source,
+    }
+}
+
 fn passphrase(id: &str, secrets: &HashMap<String, String>) -> Result<Passphrase, CryptError> {
     match secrets.get(encryption::SECRET_KEY) {
         Some(v) if !v.is_empty() => Ok(Passphrase::new(v.as_bytes().to_vec())),
@@ -125,10 +133,7 @@ impl NodeService {
                     tracing::info!(volume_id = id, mapping = %name, "remaking the missing /dev/mapper node of an open LUKS2 mapping");
                     luks::make_node(&name, self.timeout)
                         .await
-                        .map_err(|source| CryptError::Luks {
-                            id: id.to_string(),
-                            source,
-                        })?;
+                        .map_err(luks_failure(id))?;
                 }
                 return Ok((Device::mapper(&name), false));
             }
@@ -139,10 +144,6 @@ impl NodeService {
         }
         let key = passphrase(id, secrets)?;
         let device = &lv_dev.path;
-        let err = |source| CryptError::Luks {
-            id: id.to_string(),
-            source,
-        };
         match fs::probe(device)
             .await
             .map_err(ToolFailure::ctx("probing for a LUKS2 header"))?
@@ -151,7 +152,7 @@ impl NodeService {
                 tracing::info!(volume_id = id, device = %device, cipher = %luks.cipher, "writing a LUKS2 header on a new volume");
                 luks::format(luks, device, &key, self.timeout)
                     .await
-                    .map_err(err)?;
+                    .map_err(luks_failure(id))?;
                 carve_core::crash::point("stage-after-luks-format");
             }
             Signature::Filesystem(t) if t == LUKS_SIGNATURE => {}
@@ -165,7 +166,7 @@ impl NodeService {
         tracing::info!(volume_id = id, mapping = %name, "opening LUKS2 volume");
         luks::open(device, &name, &key, self.timeout)
             .await
-            .map_err(err)?;
+            .map_err(luks_failure(id))?;
         carve_core::crash::point("stage-after-luks-open");
         Ok((Device::mapper(&name), true))
     }
@@ -200,10 +201,7 @@ impl NodeService {
         tracing::info!(volume_id = id, mapping = %name, "closing LUKS2 volume");
         luks::close(&name, self.timeout)
             .await
-            .map_err(|source| CryptError::Luks {
-                id: id.to_string(),
-                source,
-            })
+            .map_err(luks_failure(id))
     }
 
     /// Grows an open mapping to its (grown) LV; no passphrase is needed
@@ -213,9 +211,6 @@ impl NodeService {
         tracing::info!(volume_id = id, mapping = %name, "growing LUKS2 mapping");
         luks::resize(&name, self.timeout)
             .await
-            .map_err(|source| CryptError::Luks {
-                id: id.to_string(),
-                source,
-            })
+            .map_err(luks_failure(id))
     }
 }
